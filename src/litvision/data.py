@@ -1,0 +1,155 @@
+"""One LightningDataModule for every dataset: decoded once into memory, batches cut by indexing, and
+uint8 -> normalized float done per batch on the model's device (`on_after_batch_transfer`)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from litvision import UserError
+from litvision.datasets import Split, download, load
+
+DATASETS = ("cifar10", "mnist", "image_folder")
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """Images held in one tensor. `__getitems__` makes the DataLoader fetch a batch with one indexing op
+    instead of collating samples one by one; a DataLoader still drives it, so Lightning can put a
+    DistributedSampler in front of it."""
+
+    def __init__(self, split: Split) -> None:
+        self.images, self.labels = split.images, split.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """collate_fn for TensorImages: `__getitems__` already returns the batch."""
+    return batch
+
+
+class ImageDataModule(L.LightningDataModule):
+    """CIFAR-10, MNIST or an image folder, with a validation split carved from train by a fixed seed.
+
+    mean/std: per-channel normalization in [0, 1] units (one value is used for every channel); None computes
+    them from the training split. class_names: None takes the dataset's own (folder names for image_folder).
+    image_size/channels (image_folder): None takes the first training image's; others are resized/converted.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str,
+        batch_size: int = 64,
+        val_size: int | float = 5000,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise UserError(f"data.dataset={dataset!r} is unknown: use one of {', '.join(DATASETS)}")
+        _require(isinstance(batch_size, int) and batch_size > 0, "data.batch_size", batch_size, "a positive integer, e.g. 64")
+        _require(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "0 or more")
+        _require(0 <= val_size and (isinstance(val_size, int) or val_size < 1), "data.val_size", val_size,
+                 "a count of images (e.g. 5000) or a fraction of train below 1 (e.g. 0.1)")
+        _require(std is None or all(s > 0 for s in std), "data.std", std, "positive values, or null to compute them")
+        _require(channels in (None, 1, 3), "data.channels", channels, "1 (grayscale), 3 (RGB) or null")
+        self.dataset, self.root = dataset, Path(root).expanduser()
+        self.batch_size, self.val_size, self.split_seed, self.num_workers = batch_size, val_size, split_seed, num_workers
+        self.mean, self.std = mean, std
+        self.class_names = list(class_names) if class_names is not None else None
+        self.image_size = [image_size] * 2 if isinstance(image_size, int) else image_size
+        self.channels = channels
+        self.train_set: Split | None = None
+        self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.train_set.images.shape[1:])
+
+    def prepare_data(self) -> None:
+        download(self.dataset, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:  # all splits are loaded at once; fit, validate and test share them
+            return
+        data = load(self.dataset, self.root, self.image_size, self.channels)
+        if self.class_names is None:
+            self.class_names = data.classes
+        elif len(self.class_names) != len(data.classes):
+            raise UserError(f"data.class_names has {len(self.class_names)} names but {self.root} has "
+                            f"{len(data.classes)} classes ({data.classes}): fix the list or set it to null")
+        n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * len(data.train))
+        if n_val >= len(data.train):
+            raise UserError(f"data.val_size={self.val_size} leaves no training images out of {len(data.train)}")
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.split_seed))
+        self.val_set, self.train_set = data.train.subset(order[:n_val]), data.train.subset(order[n_val:])
+        self.test_set = data.test
+        mean, std = _channel_stats(self.train_set.images)
+        channels = self.train_set.images.shape[1]
+        self.mean = _per_channel(self.mean, channels, "data.mean") if self.mean is not None else mean
+        self.std = _per_channel(self.std, channels, "data.std") if self.std is not None else std
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set) if len(self.val_set) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def _loader(self, split: Split, shuffle: bool = False) -> DataLoader:
+        return DataLoader(TensorImages(split), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_batch_as_is,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """uint8 -> float, normalized, on the device the batch is on: (x / 255 - mean) / std in one fma."""
+        images, labels = batch
+        if images.device not in self._affine:
+            mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+            self._affine[images.device] = (1 / (255 * std), -mean / std)
+        scale, shift = self._affine[images.device]
+        return torch.addcmul(shift, images.float(), scale), labels
+
+
+def _require(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is invalid: it must be {expected}")
+
+
+def _per_channel(values: Sequence[float], channels: int, key: str) -> list[float]:
+    values = list(values)
+    if len(values) == 1:
+        return values * channels
+    _require(len(values) == channels, key, values, f"one value or {channels} (one per channel)")
+    return values
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, in float64 chunks (a float copy of CIFAR-10 is 600 MB)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        chunk = chunk.to(torch.float64) / 255
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.tolist(), (squares / count - mean.square()).sqrt().tolist()

@@ -1,0 +1,92 @@
+"""The one LightningModule: any network from config, cross-entropy, optimizer and scheduler from config,
+overall and per-class accuracy for train/val/test.
+
+Its hyperparameters are plain data (config dicts, class names, input shape), never modules or partials,
+so a checkpoint rebuilds the model with `load_from_checkpoint` and loads with torch.load(weights_only=True).
+"""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+STAGES = ("train", "val", "test")
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        class_names: list[str],
+        input_shape: list[int],
+        scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_`
+        config called with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry
+        is a `_partial_` config called with the optimizer (plus interval, frequency, monitor)."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
+        n = len(class_names)
+        for stage in STAGES:  # "acc" and "acc_class" share one state: torchmetrics' compute groups
+            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "acc_class": MulticlassAccuracy(n, average=None)}
+            setattr(self, f"{stage}_metrics", MetricCollection(metrics))
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        getattr(self, f"{stage}_metrics").update(logits.detach(), labels)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_accuracy(self, stage: str) -> torch.Tensor:
+        """Overall and per-class accuracy of the epoch, one scalar per class named by the class."""
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        metrics.reset()
+        self.log(f"{stage}/acc", values["acc"], prog_bar=True)
+        per_class = values["acc_class"]
+        self.log_dict({f"{stage}/acc_class/{name}": acc for name, acc in zip(self.hparams.class_names, per_class)})
+        return values["acc"]
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check validation
+
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracy("train")
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._log_accuracy("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        scheduler = dict(self.hparams.scheduler)
+        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,53 @@
+"""The tutorials' networks. Each takes the input shape and class count from the data, so one config
+serves MNIST (1x28x28) and CIFAR-10 (3x32x32) alike."""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeNet(nn.Module):
+    """The CIFAR-10 tutorial's CNN: conv 6 and 16 (5x5), each followed by ReLU and 2x2 max-pool, then
+    fully connected 120-84-classes. Layer names match the tutorial's, so its state dicts load."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        self.conv1 = nn.Conv2d(channels, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        # Each 5x5 conv loses 4 pixels, each pool halves: 32 -> 5, 28 -> 4.
+        h, w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"LeNet needs images of at least 16x16 pixels, got {height}x{width}")
+        self.fc1 = nn.Linear(16 * h * w, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class MLP(nn.Module):
+    """The MNIST notebook's fully connected network (784-120-256-10 by default): flatten, then Linear
+    layers with ReLU between them."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (120, 256)) -> None:
+        super().__init__()
+        sizes = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

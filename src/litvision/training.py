@@ -1,0 +1,127 @@
+"""train(cfg): data, model, trainer from the Hydra config; fit; test the best checkpoint; report."""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from litvision import UserError
+from litvision.data import ImageDataModule
+from litvision.module import Classifier
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run what cfg asks (fit if cfg.train, test if cfg.test) and return every logged metric."""
+    started = time.perf_counter()
+    if cfg.get("seed") is not None:  # 0 is a seed too
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule: ImageDataModule = _instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup()
+    model = build_model(cfg, datamodule)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+                                     logger=_instantiate_all(cfg.get("logger")) or False)
+    seconds, metrics, best = {}, {}, ""
+    if cfg.train:
+        seconds["fit"] = _timed(trainer.fit, model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics |= trainer.callback_metrics  # trainer.test replaces them
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
+        seconds["test"] = _timed(trainer.test, model, datamodule=datamodule, ckpt_path=best or None)
+        metrics |= trainer.callback_metrics
+    seconds["total"] = time.perf_counter() - started
+    metrics = {name: float(value) for name, value in metrics.items()}
+    evaluated = (best or cfg.get("ckpt_path")) if cfg.test else None
+    report(cfg, metrics, model.hparams.class_names, len(datamodule.test_set), seconds, evaluated)
+    return metrics
+
+
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
+    """A new model for the data's shape and classes, or (train=false) the one in cfg.ckpt_path."""
+    path = cfg.get("ckpt_path")
+    if path and not Path(path).is_file():
+        raise UserError(f"ckpt_path={path} is not a file: name a .ckpt file, e.g. "
+                        "logs/train/runs/DATE/checkpoints/last.ckpt")
+    if not cfg.train:
+        if not path:
+            raise UserError("ckpt_path=None: train=false evaluates a checkpoint, so set ckpt_path=PATH.ckpt")
+        model = Classifier.load_from_checkpoint(path, map_location="cpu")
+        if len(model.hparams.class_names) != len(datamodule.class_names):
+            raise UserError(f"ckpt_path={path} was trained on {len(model.hparams.class_names)} classes but "
+                            f"data={cfg.data.dataset} has {len(datamodule.class_names)}: pick the data it was trained on")
+        return model
+    model = Classifier(net=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
+                       class_names=datamodule.class_names, input_shape=datamodule.input_shape)
+    try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
+        model.configure_optimizers()
+    except (ValueError, TypeError) as e:
+        raise UserError(f"optimizer {_plain(cfg.optimizer)} is invalid: {e}. Fix that value, e.g. "
+                        "optimizer.lr=0.001") from e
+    return model
+
+
+@rank_zero_only
+def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], n_test: int,
+           seconds: dict[str, float], ckpt_path: str | None) -> None:
+    """Print the tutorial's two answers (overall and per-class accuracy); write them to metrics.json."""
+    stage = "test" if "test/acc" in metrics else "val"
+    per_class = {name: metrics[f"{stage}/acc_class/{name}"] for name in class_names
+                 if f"{stage}/acc_class/{name}" in metrics}
+    if f"{stage}/acc" in metrics:
+        what = f"the {n_test} test images" if stage == "test" else "the validation images"
+        lines = [f"Accuracy of the network on {what}: {100 * metrics[f'{stage}/acc']:.1f} %"]
+        lines += [f"Accuracy for class: {name:10s} is {100 * acc:.1f} %" for name, acc in per_class.items()]
+        log.info("\n".join(lines))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    keys = ("data", "model", "optimizer", "scheduler", "trainer", "seed", "train", "test", "ckpt_path")
+    result = {
+        "accuracy": metrics.get(f"{stage}/acc"),
+        "accuracy_per_class": per_class,
+        "evaluated_on": stage,
+        "checkpoint": ckpt_path,
+        "seconds": seconds,
+        "metrics": metrics,
+        "config": {key: config.get(key) for key in keys},
+    }
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)  # never a half-written metrics.json
+    log.info(f"metrics written to {path}")
+
+
+def _timed(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """Hydra's instantiate, with our own UserError let through unwrapped (it needs no traceback)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
+
+
+def _plain(node: Any) -> Any:
+    """Config node -> plain dicts and lists (what checkpoints may hold)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Each entry of a callbacks/logger group that has a _target_ (null entries switch one off)."""
+    return [instantiate(node) for node in (group or {}).values() if node and "_target_" in node]

@@ -1,0 +1,68 @@
+"""Every option of every config group composes, and what it names instantiates."""
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import FIXTURES, ROOT
+from litvision.data import ImageDataModule
+from litvision.training import build_model
+
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment")
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+DATA_FOR = {"image_folder": [f"data.root={FIXTURES / 'cifar10-jpeg'}"]}
+
+
+def test_every_group_has_options():
+    assert {group for group, _ in OPTIONS} == set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(cfg_factory, group, option):
+    cfg = cfg_factory(f"{group}={option}", *DATA_FOR.get(option, []), "trainer.max_epochs=1")
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    datamodule = instantiate(cfg.data, _convert_="all")
+    assert isinstance(datamodule, ImageDataModule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    model = build_model(cfg, datamodule)  # network, optimizer and scheduler are built here
+    assert model.hparams.input_shape == datamodule.input_shape
+    if cfg.trainer.accelerator == "gpu":  # no GPU here: check what would be asked of one
+        assert cfg.trainer.devices == 1
+        return
+    callbacks = [instantiate(node) for node in cfg.callbacks.values() if node] if cfg.callbacks else []
+    loggers = [instantiate(node) for node in cfg.logger.values() if node] if cfg.logger else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    assert trainer.max_epochs >= 1
+
+
+def test_defaults_are_the_tutorial_stack(cfg_factory):
+    cfg = cfg_factory()
+    assert cfg.data.dataset == "cifar10"
+    assert cfg.model._target_ == "litvision.nets.LeNet"
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.trainer.accelerator == "auto"
+    assert "tensorboard" in cfg.logger
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.save_last
+    assert cfg.callbacks.early_stopping is None
+
+
+@pytest.mark.parametrize("override", ["trainer.accelerator=gpu", "trainer=gpu", "trainer=cpu", "trainer.devices=2"])
+def test_accelerator_is_a_plain_override(cfg_factory, override):
+    cfg = cfg_factory(override)
+    key, value = override.split("=")
+    if key == "trainer":
+        assert cfg.trainer.accelerator == value
+    else:
+        assert str(OmegaConf.select(cfg, key)) == value
+
+
+def test_tutorial_experiments_match_the_tutorials(cfg_factory):
+    for name, dataset, net in [("tutorial_cifar10", "cifar10", "LeNet"), ("tutorial_mnist", "mnist", "MLP")]:
+        cfg = cfg_factory(f"experiment={name}")
+        assert cfg.data.dataset == dataset and cfg.model._target_ == f"litvision.nets.{net}"
+        assert cfg.data.batch_size == 4 and cfg.trainer.max_epochs == 2
+        assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (0.001, 0.9)
+        assert list(cfg.data.mean) == [0.5] and list(cfg.data.std) == [0.5]
+        assert not cfg.scheduler
+    assert list(cfg_factory("experiment=tutorial_mnist").model.hidden) == [120, 256]

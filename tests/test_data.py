@@ -1,0 +1,165 @@
+"""Data: every dataset kind loads into uint8 tensors, splits reproducibly, and batches come out normalized."""
+
+import pickle
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import FIXTURES
+from litvision import UserError
+from litvision.data import ImageDataModule
+from litvision.datasets import load
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def datamodule(**kwargs) -> ImageDataModule:
+    kwargs = {"dataset": "image_folder", "root": str(FIXTURES / "cifar10-jpeg"), "val_size": 0.2, **kwargs}
+    dm = ImageDataModule(**kwargs)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_image_folder_classes_from_folders_and_labels_from_files():
+    data = load("image_folder", FIXTURES / "cifar10-jpeg")
+    assert data.classes == CIFAR_CLASSES
+    assert data.train.images.shape == (300, 3, 32, 32) and data.train.images.dtype == torch.uint8
+    assert data.test.images.shape == (100, 3, 32, 32)
+    assert data.train.labels.bincount().tolist() == [30] * 10
+    first_ship = sorted((FIXTURES / "cifar10-jpeg/train/ship").glob("*.jpg"))[0]
+    pixels = torch.from_numpy(np.array(Image.open(first_ship).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(data.train.images[8 * 30], pixels)  # ship is label 8; files sorted within a class
+
+
+def test_mnist_loads_through_torchvision():
+    data = load("mnist", FIXTURES)
+    assert data.train.images.shape == (500, 1, 28, 28) and data.test.images.shape == (100, 1, 28, 28)
+    reference = torchvision.datasets.MNIST(str(FIXTURES), train=False)
+    assert torch.equal(data.test.images[:, 0], reference.data) and torch.equal(data.test.labels, reference.targets)
+
+
+@pytest.fixture
+def cifar10_archive(tmp_path, monkeypatch) -> Path:
+    """A tiny CIFAR-10 in the official python format (pickled batches), made of the fixture's real images,
+    with torchvision's md5 table pointed at it."""
+    data = load("image_folder", FIXTURES / "cifar10-jpeg")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {f"data_batch_{i + 1}": (data.train.images[i::5], data.train.labels[i::5]) for i in range(5)}
+    batches["test_batch"] = (data.test.images, data.test.labels)
+    for name, (images, labels) in batches.items():
+        entry = {"data": images.reshape(len(images), -1).numpy(), "labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR_CLASSES}))
+    md5 = torchvision.datasets.utils.calculate_md5
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(folder / "batches.meta")})
+    return tmp_path
+
+
+def test_cifar10_official_format_loads_through_torchvision(cifar10_archive):
+    dm = datamodule(dataset="cifar10", root=str(cifar10_archive), class_names=None)
+    official = torchvision.datasets.CIFAR10(str(cifar10_archive), train=False)
+    assert dm.class_names == CIFAR_CLASSES
+    assert torch.equal(dm.test_set.images.permute(0, 2, 3, 1), torch.from_numpy(official.data))
+    assert dm.test_set.labels.tolist() == official.targets
+    assert len(dm.train_set) + len(dm.val_set) == 300
+
+
+def test_cifar10_image_folder_copy_stands_in_for_the_archive(tmp_path):
+    (tmp_path / "cifar10-jpeg").symlink_to(FIXTURES / "cifar10-jpeg")
+    dm = datamodule(dataset="cifar10", root=str(tmp_path), class_names=["plane", "car", "bird", "cat", "deer",
+                                                                          "dog", "frog", "horse", "ship", "truck"])
+    assert dm.class_names[0] == "plane" and dm.input_shape == [3, 32, 32] and len(dm.test_set) == 100
+
+
+def test_failed_download_says_where_the_files_go(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "urlopen", offline, raising=False)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
+    with pytest.raises(UserError, match=rf"could not download cifar10 into {tmp_path}.*paths.data_dir"):
+        ImageDataModule(dataset="cifar10", root=str(tmp_path)).prepare_data()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validation_split_is_fixed_by_split_seed():
+    a, b, c = datamodule(), datamodule(), datamodule(split_seed=1)
+    assert len(a.val_set) == 60 and len(a.train_set) == 240
+    assert torch.equal(a.val_set.images, b.val_set.images)
+    assert not torch.equal(a.val_set.images, c.val_set.images)
+    assert len(datamodule(val_size=10).val_set) == 10
+
+
+def test_batches_are_normalized_on_the_device_hook():
+    dm = datamodule(mean=None, std=None, batch_size=240)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (240, 3, 32, 32) and labels.shape == (240,)
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    assert x.dtype == torch.float32 and torch.equal(y, labels)
+    # computed stats normalize the training split to mean 0, std 1 per channel
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
+    tutorial = datamodule(mean=[0.5], std=[0.5])
+    x, _ = tutorial.on_after_batch_transfer((images, labels), 0)
+    assert torch.allclose(x, images.float() / 255 * 2 - 1, atol=1e-6)
+
+
+def test_image_folder_converts_and_resizes_mixed_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("cats", "dogs"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (40, 30) if i % 2 else (20, 20)
+                Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train/cats/notes.txt").write_text("not an image: ignored by extension")
+    Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8)).convert("L").save(tmp_path / "train/dogs/g.bmp")
+    data = load("image_folder", tmp_path, image_size=[16, 16], channels=None)
+    assert data.classes == ["cats", "dogs"]
+    assert data.train.images.shape == (13, 3, 16, 16) and data.test.images.shape == (4, 3, 16, 16)
+    gray = load("image_folder", tmp_path, image_size=None, channels=1)
+    assert gray.train.images.shape == (13, 1, 20, 20)  # the first image's size
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"batch_size": -4}, r"data.batch_size=-4 is invalid: it must be a positive integer"),
+    ({"batch_size": 0}, r"data.batch_size=0"),
+    ({"val_size": -1}, r"data.val_size=-1"),
+    ({"std": [0.5, 0.0, 0.5]}, r"data.std=\[0.5, 0.0, 0.5\]"),
+    ({"dataset": "cifar100"}, r"data.dataset='cifar100' is unknown: use one of cifar10, mnist, image_folder"),
+])
+def test_bad_arguments_name_the_value(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        datamodule(**kwargs)
+
+
+def test_missing_empty_and_corrupt_folders(tmp_path):
+    with pytest.raises(UserError, match=rf"data.root={tmp_path / 'nope'} does not exist"):
+        load("image_folder", tmp_path / "nope")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(UserError, match="no class folders in .*train"):
+        load("image_folder", tmp_path)
+    (tmp_path / "train" / "a").mkdir()
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no images .* in .*train/CLASS/"):
+        load("image_folder", tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train/a/ok.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "test/a/ok.png")
+    (tmp_path / "train/a/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(UserError, match=r"cannot decode image .*broken.jpg .*delete or replace that file"):
+        load("image_folder", tmp_path)
+
+
+def test_class_names_must_match_the_data():
+    with pytest.raises(UserError, match="data.class_names has 2 names but .* has 10 classes"):
+        datamodule(class_names=["a", "b"])

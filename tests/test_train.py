@@ -1,0 +1,119 @@
+"""End to end on the committed real-data fixtures: train, checkpoint, log, report, reload, resume, repeat."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import FIXTURES, ROOT
+from litvision.module import Classifier
+from litvision.training import train
+
+DIGITS = [str(d) for d in range(10)]
+RUNS = {  # each dataset kind, with the network the tutorials pair it with
+    "cifar10": ["data=cifar10", "model=lenet"],
+    "mnist": ["data=mnist", "model=mlp"],
+    "image_folder": ["data=image_folder", f"data.root={FIXTURES / 'cifar10-jpeg'}", "model=lenet"],
+}
+
+
+def scalars(run_dir) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("kind", RUNS)
+def test_short_run_writes_checkpoint_events_and_metrics(cfg_factory, kind):
+    cfg = cfg_factory(*RUNS[kind], "trainer.max_epochs=2", "data.batch_size=32", "trainer.log_every_n_steps=2")
+    metrics = train(cfg)
+    out = ROOT / cfg.paths.output_dir
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    best = [p for p in (out / "checkpoints").glob("epoch_*.ckpt")]
+    assert len(best) == 1
+    report = json.loads((out / "metrics.json").read_text())
+    names = report["accuracy_per_class"].keys()
+    assert list(names) == (DIGITS if kind == "mnist" else
+                           ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+                           if kind == "image_folder" else
+                           ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"])
+    assert report["accuracy"] == metrics["test/acc"] and 0 <= report["accuracy"] <= 1
+    assert report["checkpoint"] == str(best[0]) and report["evaluated_on"] == "test"
+    assert report["config"]["data"]["dataset"] == cfg.data.dataset and report["seconds"]["fit"] > 0
+    logged = scalars(out)
+    for tag in ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"]:
+        assert tag in logged, tag
+    assert len(logged["val/acc"]) == 2 and len(logged["train/acc"]) == 2
+    for name in names:  # one scalar per class, named by the class
+        assert logged[f"test/acc_class/{name}"] == [pytest.approx(report["accuracy_per_class"][name])]
+        assert len(logged[f"val/acc_class/{name}"]) == 2
+    # per-class accuracies, weighted by each class's share of the test set, give the overall one
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup()
+    share = datamodule.test_set.labels.bincount(minlength=10) / len(datamodule.test_set)
+    weighted = sum(float(w) * acc for w, acc in zip(share, report["accuracy_per_class"].values()))
+    assert weighted == pytest.approx(report["accuracy"], abs=1e-6)
+
+
+def test_mlp_learns_mnist(cfg_factory):
+    metrics = train(cfg_factory(*RUNS["mnist"], "trainer.max_epochs=8", "data.batch_size=16", "logger=none"))
+    assert metrics["test/acc"] >= 0.75  # 400 training digits; chance is 0.10
+
+
+def test_checkpoint_reloads_and_tests_to_the_same_accuracy(cfg_factory):
+    first = train(cfg_factory(*RUNS["mnist"], "trainer.max_epochs=2", out="first"))
+    out = ROOT / cfg_factory(out="first").paths.output_dir
+    ckpt = json.loads((out / "metrics.json").read_text())["checkpoint"]
+    # plain data only: loads with torch's safe unpickler, and rebuilds the model with no config at all
+    checkpoint = torch.load(ckpt, weights_only=True)
+    assert checkpoint["hyper_parameters"]["class_names"] == DIGITS
+    model = Classifier.load_from_checkpoint(ckpt)
+    assert isinstance(model.net, torch.nn.Module)
+    again = train(cfg_factory(*RUNS["mnist"], "train=false", f"ckpt_path={ckpt}", out="eval"))
+    assert again["test/acc"] == first["test/acc"]
+    assert again["test/loss"] == pytest.approx(first["test/loss"], rel=1e-6)
+    report = json.loads((ROOT / cfg_factory(out="eval").paths.output_dir / "metrics.json").read_text())
+    assert report["checkpoint"] == ckpt and "fit" not in report["seconds"]
+
+
+def test_resume_from_last_continues_at_the_next_epoch(cfg_factory):
+    train(cfg_factory(*RUNS["mnist"], "trainer.max_epochs=1", out="first"))
+    last = ROOT / cfg_factory(out="first").paths.output_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    cfg = cfg_factory(*RUNS["mnist"], "trainer.max_epochs=3", f"ckpt_path={last}", out="resumed")
+    train(cfg)
+    resumed = ROOT / cfg.paths.output_dir
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert len(scalars(resumed)["train/acc"]) == 2  # epochs 1 and 2 only: epoch 0 was not trained again
+
+
+def test_same_seed_same_metrics_and_seed_zero_counts(cfg_factory):
+    def run(seed, out):
+        return train(cfg_factory(*RUNS["image_folder"], f"seed={seed}", "trainer.max_epochs=2", "logger=none",
+                                 "callbacks=none", out=out))
+
+    a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
+    assert a == b
+    assert a["train/loss_epoch"] != c["train/loss_epoch"]
+
+
+def test_scheduler_and_adam_train(cfg_factory):
+    cfg = cfg_factory(*RUNS["mnist"], "optimizer=adam", "scheduler=cosine", "trainer.max_epochs=2", "logger=csv")
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.3
+    assert (ROOT / cfg.paths.output_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_train_py_runs_and_returns_the_optimized_metric(tmp_path):
+    """The real entry point, as a user runs it: Hydra makes the run folder, and an early stop exits cleanly."""
+    common = [sys.executable, "train.py", f"paths.data_dir={FIXTURES}", "data=mnist", "model=mlp",
+              "data.val_size=100", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(common, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "Accuracy of the network on the 100 test images" in done.stdout
+    assert "Accuracy for class: 7" in done.stdout
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file() and report["config"]["seed"] == 0

@@ -1,0 +1,32 @@
+"""Train, test and report an image classifier: `python train.py model=lenet trainer.accelerator=gpu`.
+
+Configs live in conf/ (train.yaml composes the groups); see README.md."""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from litvision import UserError
+
+log = logging.getLogger("litvision")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns cfg.optimized_metric for Hydra sweepers."""
+    from litvision.training import train  # after Hydra has parsed the command line: --help stays fast
+
+    logging.getLogger("lightning").handlers.clear()  # Hydra's handlers print (and file) its messages already
+
+    try:
+        metrics = train(cfg)
+    except UserError as e:
+        log.error(f"error: {e}")
+        sys.exit(1)
+    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()
