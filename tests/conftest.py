@@ -16,6 +16,7 @@ def make_cfg(out: Path, *overrides: str, data_dir: Path = FIXTURES) -> DictConfi
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[
             f"paths.root_dir={ROOT}", f"paths.data_dir={data_dir}", f"paths.output_dir={out}",
+            f"paths.cache_dir={out.parent / 'cache'}",
             "++callbacks.progress_bar=null", *(["data.val_size=0.2"] if data_dir == FIXTURES else []), *overrides])
 
 

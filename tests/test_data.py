@@ -1,6 +1,8 @@
 """Data: every dataset kind loads into uint8 tensors, splits reproducibly, and batches come out normalized."""
 
+import multiprocessing
 import pickle
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -163,3 +165,46 @@ def test_missing_empty_and_corrupt_folders(tmp_path):
 def test_class_names_must_match_the_data():
     with pytest.raises(UserError, match="data.class_names has 2 names but .* has 10 classes"):
         datamodule(class_names=["a", "b"])
+
+
+def test_decoded_data_is_cached_until_a_source_changes(tmp_path, monkeypatch):
+    import litvision.datasets as datasets
+
+    shutil.copytree(FIXTURES / "cifar10-jpeg", tmp_path / "images")
+    first = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
+    [cache_file] = (tmp_path / "cache").glob("image_folder-*.pt")
+    assert torch.load(cache_file, weights_only=True)["classes"] == CIFAR_CLASSES
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again although the cache is valid")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "_decode_all", no_decoding)
+        again = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
+
+    changed = tmp_path / "images/train/cat/0000.jpg"
+    shutil.copyfile(tmp_path / "images/train/dog/0000.jpg", changed)
+    rebuilt = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    cat = CIFAR_CLASSES.index("cat") * 30
+    assert torch.equal(rebuilt.train.images[cat], first.train.images[CIFAR_CLASSES.index("dog") * 30])
+
+
+def _load_into(cache_dir: str) -> int:
+    return len(load("mnist", FIXTURES, cache_dir=Path(cache_dir)).train)
+
+
+def test_parallel_builders_leave_one_whole_cache(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        sizes = pool.map(_load_into, [str(tmp_path)] * 4)
+    assert sizes == [500] * 4
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]  # no temporary file left behind
+    assert len(load("mnist", FIXTURES, cache_dir=tmp_path).test) == 100
+
+
+def test_unwritable_cache_costs_a_warning_not_the_run(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    data = load("mnist", FIXTURES, cache_dir=blocked / "cache")
+    assert len(data.train) == 500 and "could not cache decoded mnist" in caplog.text

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from litvision import UserError
+from litvision.augment import random_crop, random_flip
 from litvision.datasets import Split, download, load
 
 DATASETS = ("cifar10", "mnist", "image_folder")
@@ -44,6 +45,9 @@ class ImageDataModule(L.LightningDataModule):
     mean/std: per-channel normalization in [0, 1] units (one value is used for every channel); None computes
     them from the training split. class_names: None takes the dataset's own (folder names for image_folder).
     image_size/channels (image_folder): None takes the first training image's; others are resized/converted.
+    cache_dir: where decoded tensors are kept between runs (None: decode every run).
+    crop_padding, flip: training-batch augmentation, a random crop after zero-padding each side by that many pixels
+    and a random horizontal flip (0 and False: none, as in the tutorials).
     """
 
     def __init__(
@@ -59,6 +63,9 @@ class ImageDataModule(L.LightningDataModule):
         class_names: Sequence[str] | None = None,
         image_size: int | Sequence[int] | None = None,
         channels: int | None = None,
+        cache_dir: str | None = None,
+        crop_padding: int = 0,
+        flip: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -69,12 +76,15 @@ class ImageDataModule(L.LightningDataModule):
                  "a count of images (e.g. 5000) or a fraction of train below 1 (e.g. 0.1)")
         _require(std is None or all(s > 0 for s in std), "data.std", std, "positive values, or null to compute them")
         _require(channels in (None, 1, 3), "data.channels", channels, "1 (grayscale), 3 (RGB) or null")
+        _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
         self.dataset, self.root = dataset, Path(root).expanduser()
         self.batch_size, self.val_size, self.split_seed, self.num_workers = batch_size, val_size, split_seed, num_workers
         self.mean, self.std = mean, std
         self.class_names = list(class_names) if class_names is not None else None
         self.image_size = [image_size] * 2 if isinstance(image_size, int) else image_size
         self.channels = channels
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.crop_padding, self.flip = crop_padding, flip
         self.train_set: Split | None = None
         self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -88,7 +98,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:  # all splits are loaded at once; fit, validate and test share them
             return
-        data = load(self.dataset, self.root, self.image_size, self.channels)
+        data = load(self.dataset, self.root, self.image_size, self.channels, self.cache_dir)
         if self.class_names is None:
             self.class_names = data.classes
         elif len(self.class_names) != len(data.classes):
@@ -120,8 +130,14 @@ class ImageDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """uint8 -> float, normalized, on the device the batch is on: (x / 255 - mean) / std in one fma."""
+        """Augmentation (training batches only), then uint8 -> float normalized: (x / 255 - mean) / std in one fma,
+        all on the device the batch is on."""
         images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding)
+            if self.flip:
+                images = random_flip(images)
         if images.device not in self._affine:
             mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
             self._affine[images.device] = (1 / (255 * std), -mean / std)

@@ -3,7 +3,7 @@
 Decoding happens once per run, not once per image per epoch: every later step indexes tensors."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from litvision import UserError
+from litvision.cache import cached
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -49,17 +50,46 @@ def download(name: str, root: Path) -> None:
         ) from e
 
 
-def load(name: str, root: Path, image_size: Sequence[int] | None = None, channels: int | None = None) -> Dataset:
-    """Decode dataset `name` (cifar10, mnist or image_folder) found under `root`."""
-    if name == "image_folder":
-        return load_image_folder(root, image_size, channels)
-    if name == "cifar10" and _cifar10_folder(root):
-        return load_image_folder(_cifar10_folder(root), image_size, channels)
+def load(name: str, root: Path, image_size: Sequence[int] | None = None, channels: int | None = None,
+         cache_dir: Path | None = None) -> Dataset:
+    """Decode dataset `name` (cifar10, mnist or image_folder) found under `root`. With `cache_dir`, the decoded
+    tensors are kept there and later runs load them instead, until a source file changes."""
+    folder = root if name == "image_folder" else _cifar10_folder(root) if name == "cifar10" else None
+    if folder is None:
+        sources, options = _torchvision_files(name, root), ()
+
+        def build() -> dict:
+            return asdict(_load_torchvision(name, root))
+    else:
+        classes, files = _list_image_folder(folder)
+        sources = [path for split in files.values() for path, _ in split]
+        options = (list(image_size) if image_size else None, channels)
+
+        def build() -> dict:
+            return asdict(_decode_image_folder(classes, files, image_size, channels))
+    return _from_dict(cached(build, name, sources, options, cache_dir))
+
+
+def _from_dict(data: dict) -> Dataset:
+    return Dataset(Split(**data["train"]), Split(**data["test"]), data["classes"])
+
+
+def _torchvision_files(name: str, root: Path) -> list[Path]:
+    folder = root / {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
+    files = sorted(path for path in folder.glob("*") if path.is_file())
+    if not files:
+        raise UserError(f"{name} is not in {root}: expected {_expected_files(name)}. Set paths.data_dir to the "
+                        "folder that holds it, or let litvision download it there")
+    return files
+
+
+def _load_torchvision(name: str, root: Path) -> Dataset:
     cls = _torchvision_class(name)
     try:
         splits = [cls(str(root), train=train, download=False) for train in (True, False)]
-    except RuntimeError as e:
-        raise UserError(f"{name} is not in {root}: expected {_expected_files(name)}. {e}") from e
+    except RuntimeError as e:  # missing or corrupt files
+        raise UserError(f"{name} in {root} is incomplete or corrupt ({e}): expected {_expected_files(name)}. "
+                        "Delete it to download it again") from e
     train, test = (_from_torchvision(ds) for ds in splits)
     return Dataset(train, test, list(splits[0].classes))
 
@@ -91,7 +121,7 @@ def _from_torchvision(ds) -> Split:
     return Split(images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64))
 
 
-def load_image_folder(root: Path, image_size: Sequence[int] | None, channels: int | None) -> Dataset:
+def _list_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
     """`root/train/CLASS/*` and `root/test/CLASS/*`; class names are the train folder names, sorted."""
     if not root.is_dir():
         raise UserError(f"data.root={root} does not exist: point it at a folder holding train/CLASS/*.jpg "
@@ -100,7 +130,11 @@ def load_image_folder(root: Path, image_size: Sequence[int] | None, channels: in
     if not classes:
         raise UserError(f"no class folders in {root / 'train'}: image_folder expects {root}/train/CLASS/*.jpg "
                         "(one folder per class) and the same under test/")
-    files = {split: _list_images(root / split, classes) for split in ("train", "test")}
+    return classes, {split: _list_images(root / split, classes) for split in ("train", "test")}
+
+
+def _decode_image_folder(classes: list[str], files: dict[str, list[tuple[Path, int]]],
+                         image_size: Sequence[int] | None, channels: int | None) -> Dataset:
     first = files["train"][0][0]
     if channels is None:
         channels = 1 if _decode(first, None).shape[0] == 1 else 3

@@ -1,0 +1,51 @@
+"""Decoded datasets kept on disk, so that only the first run pays for decoding.
+
+A cache file is named by a hash of what was asked (dataset, size, channels) and of every source file's path,
+size and modification time: a changed source gets a new file. Files are written to a temporary name and
+renamed into place, so that runs building the same cache at once (a parallel sweep) never read or leave a
+half-written one."""
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[Path], options: Any,
+           cache_dir: Path | None) -> dict:
+    """build(), or its result saved by an earlier run with the same name, options and sources. Plain data only
+    (tensors, lists, strings): the file loads with torch.load(weights_only=True)."""
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / f"{name}-{signature(sources, options)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True, mmap=True)
+    data = build()
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as file:
+            tmp = Path(file.name)
+            torch.save(data, file)
+        os.replace(tmp, path)
+        log.info(f"decoded {name} cached in {path}")
+    except OSError as e:  # a read-only or full disk costs the next run a decode, not this run
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        log.warning(f"could not cache decoded {name} in {cache_dir} ({e}); set data.cache_dir to a writable folder")
+    return data
+
+
+def signature(sources: Sequence[Path], options: Any) -> str:
+    digest = hashlib.sha256(repr(options).encode())
+    for path in sources:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]

@@ -1,0 +1,49 @@
+"""Batched augmentation does per image what torchvision's RandomCrop(padding) and RandomHorizontalFlip do."""
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from conftest import FIXTURES
+from litvision.augment import random_crop, random_flip
+from litvision.data import ImageDataModule
+from litvision.datasets import load
+
+
+def test_random_crop_cuts_each_image_from_its_padded_self_at_its_own_offset():
+    images = load("image_folder", FIXTURES / "cifar10-jpeg").test.images
+    torch.manual_seed(0)
+    out = random_crop(images, 4)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = F.pad(images, (4, 4, 4, 4))
+    offsets = set()
+    for i in range(len(images)):
+        found = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])]
+        assert found, f"image {i} is not a crop of itself"
+        offsets.add(found[0])
+    assert len(offsets) > 30  # offsets differ between images
+
+
+def test_random_flip_mirrors_about_half():
+    images = load("image_folder", FIXTURES / "cifar10-jpeg").test.images
+    torch.manual_seed(0)
+    out = random_flip(images)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 30 <= sum(flipped) <= 70
+
+
+def test_datamodule_augments_training_batches_only():
+    dm = ImageDataModule("image_folder", str(FIXTURES / "cifar10-jpeg"), val_size=0.2, crop_padding=4, flip=True,
+                         mean=[0.5], std=[0.5])
+    dm.setup()
+    batch = (dm.test_set.images, dm.test_set.labels)
+    dm.trainer = SimpleNamespace(training=False)
+    plain, _ = dm.on_after_batch_transfer(batch, 0)
+    assert torch.allclose(plain, dm.test_set.images.float() / 127.5 - 1, atol=1e-6)
+    dm.trainer = SimpleNamespace(training=True)
+    augmented, labels = dm.on_after_batch_transfer(batch, 0)
+    assert augmented.shape == plain.shape and torch.equal(labels, dm.test_set.labels)
+    assert not torch.allclose(augmented, plain)
