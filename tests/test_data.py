@@ -208,3 +208,21 @@ def test_unwritable_cache_costs_a_warning_not_the_run(tmp_path, caplog):
     blocked.write_text("a file where the cache folder should be")
     data = load("mnist", FIXTURES, cache_dir=blocked / "cache")
     assert len(data.train) == 500 and "could not cache decoded mnist" in caplog.text
+
+
+def test_batches_cover_the_epoch_once_also_when_split_across_processes():
+    dm = datamodule(batch_size=32)
+    loader = dm.train_dataloader()
+    labels = torch.cat([y for _, y in loader])
+    assert len(labels) == 240 and [len(y) for _, y in loader][-1] == 240 - 7 * 32
+    assert torch.equal(labels.sort().values, dm.train_set.labels.sort().values)
+    # what Lightning does under DDP: the same batch sampler class, rebuilt around a DistributedSampler per rank
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    per_rank = [_update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0))
+                for rank in (0, 1)]
+    assert all(type(ranked.batch_sampler) is type(loader.batch_sampler) for ranked in per_rank)
+    images = [torch.cat([x for x, _ in ranked]) for ranked in per_rank]
+    assert len(images[0]) == len(images[1]) == 120
+    assert len(torch.unique(torch.cat(images).flatten(1), dim=0)) == 240  # every image once across both ranks

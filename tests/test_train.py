@@ -44,7 +44,7 @@ def test_short_run_writes_checkpoint_events_and_metrics(cfg_factory, kind):
     assert report["checkpoint"] == str(best[0]) and report["evaluated_on"] == "test"
     assert report["config"]["data"]["dataset"] == cfg.data.dataset and report["seconds"]["fit"] > 0
     logged = scalars(out)
-    for tag in ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"]:
+    for tag in ["train/loss_step", "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"]:
         assert tag in logged, tag
     assert len(logged["val/acc"]) == 2 and len(logged["train/acc"]) == 2
     for name in names:  # one scalar per class, named by the class
@@ -97,7 +97,7 @@ def test_same_seed_same_metrics_and_seed_zero_counts(cfg_factory):
 
     a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
     assert a == b
-    assert a["train/loss_epoch"] != c["train/loss_epoch"]
+    assert a["train/loss"] != c["train/loss"]
 
 
 def test_scheduler_and_adam_train(cfg_factory):

@@ -18,7 +18,7 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[Path], options: Any,
+def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[str | Path], options: Any,
            cache_dir: Path | None) -> dict:
     """build(), or its result saved by an earlier run with the same name, options and sources. Plain data only
     (tensors, lists, strings): the file loads with torch.load(weights_only=True)."""
@@ -43,9 +43,10 @@ def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[Pat
     return data
 
 
-def signature(sources: Sequence[Path], options: Any) -> str:
+def signature(sources: Sequence[str | Path], options: Any) -> str:
+    """Hash of the options and of each source's (absolute) path, size and modification time."""
     digest = hashlib.sha256(repr(options).encode())
     for path in sources:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]

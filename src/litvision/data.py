@@ -29,9 +29,21 @@ class TensorImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
+
+
+class TensorBatchSampler(torch.utils.data.BatchSampler):
+    """Draws the epoch's order from its sampler once and yields index tensors, with no Python work per sample.
+    Lightning rebuilds it around a DistributedSampler under DDP, as it does for torch's BatchSampler."""
+
+    def __iter__(self):
+        order = torch.as_tensor(list(self.sampler))
+        batches = order.split(self.batch_size)
+        if self.drop_last and len(order) % self.batch_size:
+            batches = batches[:-1]
+        yield from batches
 
 
 def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +137,11 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.test_set)
 
     def _loader(self, split: Split, shuffle: bool = False) -> DataLoader:
-        return DataLoader(TensorImages(split), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_batch_as_is,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        dataset = TensorImages(split)
+        sampler = torch.utils.data.RandomSampler(dataset) if shuffle else torch.utils.data.SequentialSampler(dataset)
+        return DataLoader(dataset, batch_sampler=TensorBatchSampler(sampler, self.batch_size, drop_last=False),
+                          collate_fn=_batch_as_is, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         """Augmentation (training batches only), then uint8 -> float normalized: (x / 255 - mean) / std in one fma,

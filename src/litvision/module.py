@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 STAGES = ("train", "val", "test")
@@ -34,23 +34,30 @@ class Classifier(L.LightningModule):
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
         n = len(class_names)
         for stage in STAGES:  # "acc" and "acc_class" share one state: torchmetrics' compute groups
-            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "acc_class": MulticlassAccuracy(n, average=None)}
+            metrics = {"acc": MulticlassAccuracy(n, average="micro", validate_args=False),  # labels come from
+                       "acc_class": MulticlassAccuracy(n, average=None, validate_args=False)}  # the data module
             setattr(self, f"{stage}_metrics", MetricCollection(metrics))
+            setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Metrics accumulate per step and are logged once per epoch: a self.log call per step would cost more
+        than a LeNet step at batch 4."""
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         getattr(self, f"{stage}_metrics").update(logits.detach(), labels)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
+        getattr(self, f"{stage}_loss").update(loss.detach(), len(labels))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
+            self.log("train/loss_step", loss, prog_bar=True)
+        return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -58,30 +65,32 @@ class Classifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def _log_accuracy(self, stage: str) -> torch.Tensor:
-        """Overall and per-class accuracy of the epoch, one scalar per class named by the class."""
-        metrics = getattr(self, f"{stage}_metrics")
+    def _log_epoch(self, stage: str) -> torch.Tensor:
+        """Loss, overall and per-class accuracy of the epoch, one scalar per class named by the class."""
+        metrics, loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
         values = metrics.compute()
-        metrics.reset()
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=True)
         self.log(f"{stage}/acc", values["acc"], prog_bar=True)
         per_class = values["acc_class"]
         self.log_dict({f"{stage}/acc_class/{name}": acc for name, acc in zip(self.hparams.class_names, per_class)})
+        metrics.reset()
+        loss.reset()
         return values["acc"]
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check validation
 
     def on_train_epoch_end(self) -> None:
-        self._log_accuracy("train")
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        acc = self._log_accuracy("val")
+        acc = self._log_epoch("val")
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_accuracy("test")
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer)(self.parameters())
