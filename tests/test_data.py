@@ -97,8 +97,9 @@ def test_failed_download_says_where_the_files_go(tmp_path, monkeypatch):
 def test_validation_split_is_fixed_by_split_seed():
     a, b, c = datamodule(), datamodule(), datamodule(split_seed=1)
     assert len(a.val_set) == 60 and len(a.train_set) == 240
-    assert torch.equal(a.val_set.images, b.val_set.images)
-    assert not torch.equal(a.val_set.images, c.val_set.images)
+    assert torch.equal(torch.cat([a.val_set.index, a.train_set.index]).sort().values, torch.arange(300))
+    assert torch.equal(a.val_set[:][0], b.val_set[:][0])
+    assert not torch.equal(a.val_set[:][0], c.val_set[:][0])
     assert len(datamodule(val_size=10).val_set) == 10
 
 
@@ -215,7 +216,7 @@ def test_batches_cover_the_epoch_once_also_when_split_across_processes():
     loader = dm.train_dataloader()
     labels = torch.cat([y for _, y in loader])
     assert len(labels) == 240 and [len(y) for _, y in loader][-1] == 240 - 7 * 32
-    assert torch.equal(labels.sort().values, dm.train_set.labels.sort().values)
+    assert torch.equal(labels.sort().values, dm.train_set[:][1].sort().values)
     # what Lightning does under DDP: the same batch sampler class, rebuilt around a DistributedSampler per rank
     from lightning.pytorch.utilities.data import _update_dataloader
     from torch.utils.data import DistributedSampler

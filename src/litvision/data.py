@@ -10,28 +10,30 @@ from torch.utils.data import DataLoader
 
 from litvision import UserError
 from litvision.augment import random_crop, random_flip
-from litvision.datasets import Split, download, load
+from litvision.datasets import download, load
 
 DATASETS = ("cifar10", "mnist", "image_folder")
 
 
 class TensorImages(torch.utils.data.Dataset):
-    """Images held in one tensor. `__getitems__` makes the DataLoader fetch a batch with one indexing op
-    instead of collating samples one by one; a DataLoader still drives it, so Lightning can put a
-    DistributedSampler in front of it."""
+    """A split held in memory: rows `index` of image and label tensors that splits share (no copy). Indexing
+    takes an int, a slice or a tensor of positions, so the DataLoader fetches a batch with one indexing op
+    (`__getitems__`) instead of collating samples one by one; a DataLoader still drives it, so Lightning can put
+    a DistributedSampler in front of it."""
 
-    def __init__(self, split: Split) -> None:
-        self.images, self.labels = split.images, split.labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        self.images, self.labels = images, labels
+        self.index = torch.arange(len(labels)) if index is None else index
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    def __getitem__(self, i: int | slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.index[i]
+        return self.images[rows], self.labels[rows]
 
     def __getitems__(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
+        return self[torch.as_tensor(indices)]
 
 
 class TensorBatchSampler(torch.utils.data.BatchSampler):
@@ -97,7 +99,7 @@ class ImageDataModule(L.LightningDataModule):
         self.channels = channels
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.crop_padding, self.flip = crop_padding, flip
-        self.train_set: Split | None = None
+        self.train_set: TensorImages | None = None
         self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -120,10 +122,12 @@ class ImageDataModule(L.LightningDataModule):
         if n_val >= len(data.train):
             raise UserError(f"data.val_size={self.val_size} leaves no training images out of {len(data.train)}")
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.split_seed))
-        self.val_set, self.train_set = data.train.subset(order[:n_val]), data.train.subset(order[n_val:])
-        self.test_set = data.test
-        mean, std = _channel_stats(self.train_set.images)
-        channels = self.train_set.images.shape[1]
+        self.val_set = TensorImages(data.train.images, data.train.labels, order[:n_val])
+        self.train_set = TensorImages(data.train.images, data.train.labels, order[n_val:])
+        self.test_set = TensorImages(data.test.images, data.test.labels)
+        channels = data.train.images.shape[1]
+        if self.mean is None or self.std is None:
+            mean, std = _channel_stats(self.train_set)
         self.mean = _per_channel(self.mean, channels, "data.mean") if self.mean is not None else mean
         self.std = _per_channel(self.std, channels, "data.std") if self.std is not None else std
 
@@ -136,27 +140,29 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
 
-    def _loader(self, split: Split, shuffle: bool = False) -> DataLoader:
-        dataset = TensorImages(split)
+    def _loader(self, dataset: TensorImages, shuffle: bool = False) -> DataLoader:
         sampler = torch.utils.data.RandomSampler(dataset) if shuffle else torch.utils.data.SequentialSampler(dataset)
         return DataLoader(dataset, batch_sampler=TensorBatchSampler(sampler, self.batch_size, drop_last=False),
                           collate_fn=_batch_as_is, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augmentation (training batches only), then uint8 -> float normalized: (x / 255 - mean) / std in one fma,
-        all on the device the batch is on."""
+        """Augmentation (training batches only), then normalization, on the device the batch is on."""
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding)
             if self.flip:
                 images = random_flip(images)
+        return self.normalize(images), labels
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float: (x / 255 - mean) / std, in one fused multiply-add."""
         if images.device not in self._affine:
             mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
             self._affine[images.device] = (1 / (255 * std), -mean / std)
         scale, shift = self._affine[images.device]
-        return torch.addcmul(shift, images.float(), scale), labels
+        return torch.addcmul(shift, images.float(), scale)
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:
@@ -172,14 +178,15 @@ def _per_channel(values: Sequence[float], channels: int, key: str) -> list[float
     return values
 
 
-def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+def _channel_stats(split: TensorImages) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units, in float64 chunks (a float copy of CIFAR-10 is 600 MB)."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    channels = split.images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros_like(total)
-    for chunk in images.split(4096):
-        chunk = chunk.to(torch.float64) / 255
-        total += chunk.sum(dim=(0, 2, 3))
-        squares += chunk.square().sum(dim=(0, 2, 3))
-    count = images.numel() / images.shape[1]
+    for chunk in split.index.split(4096):
+        images = split.images[chunk].to(torch.float64) / 255
+        total += images.sum(dim=(0, 2, 3))
+        squares += images.square().sum(dim=(0, 2, 3))
+    count = len(split) * split.images[0, 0].numel()
     mean = total / count
     return mean.tolist(), (squares / count - mean.square()).sqrt().tolist()

@@ -26,9 +26,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.images[index], self.labels[index])
-
 
 @dataclass
 class Dataset:

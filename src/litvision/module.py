@@ -25,13 +25,20 @@ class Classifier(L.LightningModule):
         class_names: list[str],
         input_shape: list[int],
         scheduler: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_`
         config called with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry
-        is a `_partial_` config called with the optimizer (plus interval, frequency, monitor)."""
+        is a `_partial_` config called with the optimizer (plus interval, frequency, monitor). channels_last: NHWC
+        memory layout for convolutions. compile: torch.compile the network (in place: checkpoint keys unchanged)."""
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
         n = len(class_names)
         for stage in STAGES:  # "acc" and "acc_class" share one state: torchmetrics' compute groups
             metrics = {"acc": MulticlassAccuracy(n, average="micro", validate_args=False),  # labels come from
@@ -41,6 +48,8 @@ class Classifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
@@ -93,9 +102,15 @@ class Classifier(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        optimizer = self.make_optimizer()
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         scheduler = dict(self.hparams.scheduler)
-        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer)
+        length = {}
+        if "total_steps" in scheduler["scheduler"] and scheduler["scheduler"]["total_steps"] is None:
+            length["total_steps"] = int(self.trainer.estimated_stepping_batches)  # OneCycleLR: the run's steps
+        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer, **length)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return instantiate(self.hparams.optimizer)(self.parameters())

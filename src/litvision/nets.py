@@ -51,3 +51,24 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+class ConvNet(nn.Module):
+    """A small modern CNN: blocks of 3x3 conv, BatchNorm, ReLU and 2x2 max-pool (channel widths configurable),
+    then a hidden fully connected layer. Much more accurate than LeNet for a few times its compute."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
+                 hidden: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, h, w = input_shape
+        for out in channels:
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c, h, w = out, h // 2, w // 2
+        layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                   nn.Linear(hidden, num_classes)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

@@ -44,7 +44,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     seconds["total"] = time.perf_counter() - started
     metrics = {name: float(value) for name, value in metrics.items()}
     evaluated = (best or cfg.get("ckpt_path")) if cfg.test else None
-    report(cfg, metrics, model.hparams.class_names, len(datamodule.test_set), seconds, evaluated)
+    sizes = {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")}
+    report(cfg, metrics, model.hparams.class_names, sizes, seconds, evaluated)
     return metrics
 
 
@@ -63,9 +64,10 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
                             f"data={cfg.data.dataset} has {len(datamodule.class_names)}: pick the data it was trained on")
         return model
     model = Classifier(net=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
-                       class_names=datamodule.class_names, input_shape=datamodule.input_shape)
+                       class_names=datamodule.class_names, input_shape=datamodule.input_shape,
+                       channels_last=cfg.channels_last, compile=cfg.compile)
     try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
-        model.configure_optimizers()
+        model.make_optimizer()
     except (ValueError, TypeError) as e:
         raise UserError(f"optimizer {_plain(cfg.optimizer)} is invalid: {e}. Fix that value, e.g. "
                         "optimizer.lr=0.001") from e
@@ -73,14 +75,14 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
 
 
 @rank_zero_only
-def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], n_test: int,
+def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], sizes: dict[str, int],
            seconds: dict[str, float], ckpt_path: str | None) -> None:
     """Print the tutorial's two answers (overall and per-class accuracy); write them to metrics.json."""
     stage = "test" if "test/acc" in metrics else "val"
     per_class = {name: metrics[f"{stage}/acc_class/{name}"] for name in class_names
                  if f"{stage}/acc_class/{name}" in metrics}
     if f"{stage}/acc" in metrics:
-        what = f"the {n_test} test images" if stage == "test" else "the validation images"
+        what = f"the {sizes[stage]} {stage} images"
         lines = [f"Accuracy of the network on {what}: {100 * metrics[f'{stage}/acc']:.1f} %"]
         lines += [f"Accuracy for class: {name:10s} is {100 * acc:.1f} %" for name, acc in per_class.items()]
         log.info("\n".join(lines))
@@ -92,6 +94,7 @@ def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], n
         "evaluated_on": stage,
         "checkpoint": ckpt_path,
         "seconds": seconds,
+        "images": sizes,
         "metrics": metrics,
         "config": {key: config.get(key) for key in keys},
     }

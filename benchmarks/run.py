@@ -1,0 +1,162 @@
+"""Side by side on the real datasets: the tutorial loop as published, and litvision's runs.
+
+python benchmarks/run.py [--repeats 3] [--data-dir ../shared/datasets] [--out benchmarks/results] [--only NAME ...]
+
+Repeats are interleaved (every run once, then again) so that a noisy neighbour hurts all runs alike. Prints a table
+of medians (images/s, training seconds, test accuracy, ratios to the tutorial loop on the same data) and writes
+results.json and time_to_accuracy.png (test accuracy after each epoch against training seconds) into --out.
+Training seconds leave out start-up, the test run and the per-epoch test evaluations drawn in the plot; for
+litvision they include validation.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Entry:
+    name: str
+    dataset: str  # the tutorial loop on the same dataset is the reference
+    overrides: list[str] = field(default_factory=list)  # train.py overrides; empty: the tutorial loop itself
+
+    @property
+    def reference(self) -> bool:
+        return not self.overrides
+
+
+ENTRIES = [
+    Entry("tutorial loop (CIFAR-10)", "cifar10"),
+    Entry("tutorial_cifar10", "cifar10", ["experiment=tutorial_cifar10"]),
+    Entry("cifar10_lenet_fast", "cifar10", ["experiment=cifar10_lenet_fast"]),
+    Entry("cifar10_lenet_fast, 15 epochs, crop+flip", "cifar10",
+          ["experiment=cifar10_lenet_fast", "trainer.max_epochs=15", "data.crop_padding=4", "data.flip=true"]),
+    Entry("tutorial loop (MNIST)", "mnist"),
+    Entry("tutorial_mnist", "mnist", ["experiment=tutorial_mnist"]),
+    Entry("mnist_mlp_fast", "mnist", ["experiment=mnist_mlp_fast"]),
+    Entry("mnist_cnn_fast", "mnist", ["experiment=mnist_cnn_fast"]),
+]
+
+
+def run_tutorial_loop(entry: Entry, data_dir: Path, seed: int) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"), entry.dataset, str(data_dir),
+                           f"--seed={seed}"], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"train_seconds": result["train_seconds"], "images": result["images"], "test_acc": result["test_acc"],
+            "curve": result["curve"]}
+
+
+def run_litvision(entry: Entry, data_dir: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
+    command = [sys.executable, "train.py", *entry.overrides, f"seed={seed}", f"paths.data_dir={data_dir}",
+               f"hydra.run.dir={run_dir}", "logger=none", "callbacks.progress_bar=null",
+               "+callbacks.curve._target_=curve.TestAccuracyCurve", f"+callbacks.curve.path={run_dir / 'curve.json'}",
+               *extra]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT / 'src'}"}  # this checkout's code
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    curve = json.loads((run_dir / "curve.json").read_text())
+    epochs = len(curve["points"])
+    return {"train_seconds": metrics["seconds"]["fit"] - curve["eval_seconds"],
+            "images": epochs * metrics["images"]["train"], "test_acc": metrics["accuracy"], "curve": curve["points"]}
+
+
+def summarize(entries: list[Entry], runs: list[dict]) -> list[dict]:
+    rows = []
+    for entry in entries:
+        mine = [r for r in runs if r["name"] == entry.name]
+        row = {"name": entry.name, "dataset": entry.dataset, "overrides": entry.overrides, "repeats": len(mine)}
+        for key in ("train_seconds", "images_per_second", "test_acc"):
+            row[key] = statistics.median(r[key] for r in mine)
+        rows.append(row)
+    for row in rows:
+        ref = next((r for r in rows if r["dataset"] == row["dataset"] and not r["overrides"]), None)
+        if ref:
+            row["time_vs_tutorial"] = row["train_seconds"] / ref["train_seconds"]
+            row["speed_vs_tutorial"] = row["images_per_second"] / ref["images_per_second"]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | data | images/s | train s | test acc | time / tutorial's | images/s / tutorial's |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratios = (f"{r['time_vs_tutorial']:.3f} | {r['speed_vs_tutorial']:.2f}x" if "time_vs_tutorial" in r
+                  else "- | -")
+        lines.append(f"| {r['name']} | {r['dataset']} | {r['images_per_second']:,.0f} | {r['train_seconds']:.1f} | "
+                     f"{100 * r['test_acc']:.2f}% | {ratios} |")
+    return "\n".join(lines)
+
+
+def plot(entries: list[Entry], runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({e.dataset for e in entries})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for entry in (e for e in entries if e.dataset == dataset):
+            mine = sorted((r for r in runs if r["name"] == entry.name), key=lambda r: r["train_seconds"])
+            median = mine[len(mine) // 2]  # the run of median training time
+            seconds, accuracy = zip(*median["curve"])
+            ax.plot(seconds, [100 * a for a in accuracy], "o-" if entry.overrides else "s--", label=entry.name)
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset}: test accuracy after each epoch")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LITVISION_DATA_DIR",
+                                                                             ROOT.parent / "shared" / "datasets")))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", nargs="*", help="run names to keep (default: all)")
+    parser.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every litvision run")
+    args = parser.parse_args()
+    entries = [e for e in ENTRIES if not args.only or e.name in args.only]
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for repeat in range(args.repeats):
+        for entry in entries:
+            run_dir = args.out / "runs" / f"{entry.name.split(',')[0].replace(' ', '_')}-{len(runs)}"
+            result = (run_tutorial_loop(entry, args.data_dir, repeat) if entry.reference else
+                      run_litvision(entry, args.data_dir.resolve(), repeat, run_dir.resolve(), args.override))
+            result |= {"name": entry.name, "repeat": repeat,
+                       "images_per_second": result["images"] / result["train_seconds"]}
+            runs.append(result)
+            print(f"[{repeat + 1}/{args.repeats}] {entry.name}: {result['train_seconds']:.1f} s, "
+                  f"{result['images_per_second']:,.0f} images/s, test acc {100 * result['test_acc']:.2f}%", flush=True)
+    rows = summarize(entries, runs)
+    print(f"\nMedians of {args.repeats} runs each:\n\n{table(rows)}")
+    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+               "python": platform.python_version()}
+    import torch
+
+    machine["torch"] = torch.__version__
+    (args.out / "results.json").write_text(json.dumps(
+        {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+         "summary": rows, "runs": runs}, indent=2))
+    plot(entries, runs, args.out / "time_to_accuracy.png")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'time_to_accuracy.png'}")
+
+
+if __name__ == "__main__":
+    main()
