@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import FIXTURES, ROOT
+from litvision import UserError
 from litvision.module import Classifier
 from litvision.training import train
 
@@ -64,12 +65,14 @@ def test_mlp_learns_mnist(cfg_factory):
 
 
 def test_checkpoint_reloads_and_tests_to_the_same_accuracy(cfg_factory):
-    first = train(cfg_factory(*RUNS["mnist"], "trainer.max_epochs=2", out="first"))
+    """Evaluation takes the normalization the checkpoint was trained with, whatever the data config says."""
+    first = train(cfg_factory(*RUNS["mnist"], "trainer.max_epochs=2", "data.mean=[0.5]", "data.std=[0.5]", out="first"))
     out = ROOT / cfg_factory(out="first").paths.output_dir
     ckpt = json.loads((out / "metrics.json").read_text())["checkpoint"]
     # plain data only: loads with torch's safe unpickler, and rebuilds the model with no config at all
     checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == DIGITS
+    assert checkpoint["hyper_parameters"]["mean"] == [0.5] and checkpoint["hyper_parameters"]["input_shape"] == [1, 28, 28]
     model = Classifier.load_from_checkpoint(ckpt)
     assert isinstance(model.net, torch.nn.Module)
     again = train(cfg_factory(*RUNS["mnist"], "train=false", f"ckpt_path={ckpt}", out="eval"))
@@ -77,6 +80,17 @@ def test_checkpoint_reloads_and_tests_to_the_same_accuracy(cfg_factory):
     assert again["test/loss"] == pytest.approx(first["test/loss"], rel=1e-6)
     report = json.loads((ROOT / cfg_factory(out="eval").paths.output_dir / "metrics.json").read_text())
     assert report["checkpoint"] == ckpt and "fit" not in report["seconds"]
+
+
+def test_image_folder_checkpoint_evaluates_at_its_trained_size(cfg_factory):
+    folder = ["data=image_folder", f"data.root={FIXTURES / 'cifar10-jpeg'}"]
+    first = train(cfg_factory(*folder, "data.image_size=24", "data.channels=1", "trainer.max_epochs=1", out="first"))
+    ckpt = json.loads((ROOT / cfg_factory(out="first").paths.output_dir / "metrics.json").read_text())["checkpoint"]
+    again = train(cfg_factory(*folder, "train=false", f"ckpt_path={ckpt}", out="eval"))  # image_size=null here
+    assert again["test/acc"] == first["test/acc"]
+    with pytest.raises(UserError, match=r"trained on 10 classes of \[1, 24, 24\] images but data=mnist has 10 classes "
+                                        r"of \[1, 28, 28\]"):
+        train(cfg_factory("data=mnist", "train=false", f"ckpt_path={ckpt}", out="wrong"))
 
 
 def test_resume_from_last_continues_at_the_next_epoch(cfg_factory):

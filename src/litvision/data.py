@@ -100,11 +100,17 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.crop_padding, self.flip = crop_padding, flip
         self.train_set: TensorImages | None = None
-        self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def input_shape(self) -> list[int]:
         return list(self.train_set.images.shape[1:])
+
+    def match(self, input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> None:
+        """Prepare the data as a trained model expects it: its normalization and, for an image folder (any size
+        and color), its image size and channels. Call before setup()."""
+        self.mean, self.std = list(mean), list(std)
+        if self.dataset == "image_folder":
+            self.channels, self.image_size = input_shape[0], list(input_shape[1:])
 
     def prepare_data(self) -> None:
         download(self.dataset, self.root)
@@ -157,12 +163,13 @@ class ImageDataModule(L.LightningDataModule):
         return self.normalize(images), labels
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float: (x / 255 - mean) / std, in one fused multiply-add."""
-        if images.device not in self._affine:
-            mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
-            self._affine[images.device] = (1 / (255 * std), -mean / std)
-        scale, shift = self._affine[images.device]
-        return torch.addcmul(shift, images.float(), scale)
+        return normalize(images, self.mean, self.std)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float (x / 255 - mean) / std, in one fused multiply-add on the images' device."""
+    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (mean, std))
+    return torch.addcmul(-mean / std, images.float(), 1 / (255 * std))
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:

@@ -136,9 +136,9 @@ def _decode_image_folder(classes: list[str], files: dict[str, list[tuple[str, in
                          image_size: Sequence[int] | None, channels: int | None) -> Dataset:
     first = files["train"][0][0]
     if channels is None:
-        channels = 1 if _decode(first, None).shape[0] == 1 else 3
+        channels = 1 if decode(first, None).shape[0] == 1 else 3
     if image_size is None:
-        image_size = _decode(first, channels).shape[1:]
+        image_size = decode(first, channels).shape[1:]
     train, test = (_decode_all(files[split], channels, tuple(image_size)) for split in ("train", "test"))
     return Dataset(train, test, classes)
 
@@ -162,15 +162,17 @@ def _list_images(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
 
 
 def _decode_all(files: list[tuple[str, int]], channels: int, size: tuple[int, int]) -> Split:
-    def one(path: str) -> torch.Tensor:
-        image = _decode(path, channels)
-        return image if tuple(image.shape[1:]) == size else _resize(image, size)
-
-    images = [one(path) for path, _ in files]  # serial: a thread pool measured 5x slower here (GIL)
+    images = [read_image(path, channels, size) for path, _ in files]  # serial: a thread pool was 5x slower (GIL)
     return Split(torch.stack(images), torch.tensor([label for _, label in files], dtype=torch.int64))
 
 
-def _decode(path: str, channels: int | None) -> torch.Tensor:
+def read_image(path: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as uint8 (channels, *size): decoded, converted, and resized if its size differs."""
+    image = decode(path, channels)
+    return image if tuple(image.shape[1:]) == size else resize(image, size)
+
+
+def decode(path: str, channels: int | None) -> torch.Tensor:
     """Decode one file to uint8 (C, H, W); torchvision's decoders first, Pillow for the other formats."""
     from torchvision.io import ImageReadMode, decode_image
 
@@ -189,6 +191,6 @@ def _decode(path: str, channels: int | None) -> torch.Tensor:
     return torch.from_numpy(array.copy()).reshape(*array.shape[:2], -1).permute(2, 0, 1)
 
 
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].round().clamp(0, 255).to(torch.uint8)

@@ -24,16 +24,20 @@ class Classifier(L.LightningModule):
         optimizer: dict[str, Any],
         class_names: list[str],
         input_shape: list[int],
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_`
+        """net: a `_target_` config called with input_shape and num_classes. class_names, input_shape and the
+        normalization (mean, std) the data module applied make a checkpoint usable alone (predict, export).
+        optimizer: a `_partial_`
         config called with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry
         is a `_partial_` config called with the optimizer (plus interval, frequency, monitor). channels_last: NHWC
         memory layout for convolutions. compile: torch.compile the network (in place: checkpoint keys unchanged)."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -52,7 +56,7 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Metrics accumulate per step and are logged once per epoch: a self.log call per step would cost more
         than a LeNet step at batch 4."""
         images, labels = batch
@@ -60,19 +64,21 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         getattr(self, f"{stage}_metrics").update(logits.detach(), labels)
         getattr(self, f"{stage}_loss").update(loss.detach(), len(labels))
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        loss, _ = self._step(batch, "train")
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             self.log("train/loss_step", loss, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Returns the logits, for callbacks that show predictions (litvision.inspection)."""
+        return self._step(batch, "test")[1]
 
     def _log_epoch(self, stage: str) -> torch.Tensor:
         """Loss, overall and per-class accuracy of the epoch, one scalar per class named by the class."""

@@ -11,6 +11,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,8 +28,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = _instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup()
     model = build_model(cfg, datamodule)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False,
@@ -43,6 +42,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics |= trainer.callback_metrics
     seconds["total"] = time.perf_counter() - started
     metrics = {name: float(value) for name, value in metrics.items()}
+    results = {f"hp/{k.replace('/', '_')}": metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if k in metrics}
+    for logger in trainer.loggers:  # TensorBoard's hparams tab: settings beside results, to compare runs
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hyperparameters(cfg), results)
+        else:
+            logger.log_hyperparams(hyperparameters(cfg))
     evaluated = (best or cfg.get("ckpt_path")) if cfg.test else None
     sizes = {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")}
     report(cfg, metrics, model.hparams.class_names, sizes, seconds, evaluated)
@@ -50,7 +55,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
-    """A new model for the data's shape and classes, or (train=false) the one in cfg.ckpt_path."""
+    """Set up the data, then a new model for its shape and classes, or (train=false) the model in cfg.ckpt_path
+    with the data prepared as that model was trained (normalization; size and channels of an image folder)."""
     path = cfg.get("ckpt_path")
     if path and not Path(path).is_file():
         raise UserError(f"ckpt_path={path} is not a file: name a .ckpt file, e.g. "
@@ -59,12 +65,20 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         if not path:
             raise UserError("ckpt_path=None: train=false evaluates a checkpoint, so set ckpt_path=PATH.ckpt")
         model = Classifier.load_from_checkpoint(path, map_location="cpu")
-        if len(model.hparams.class_names) != len(datamodule.class_names):
-            raise UserError(f"ckpt_path={path} was trained on {len(model.hparams.class_names)} classes but "
-                            f"data={cfg.data.dataset} has {len(datamodule.class_names)}: pick the data it was trained on")
+        hp = model.hparams
+        datamodule.match(hp.input_shape, hp.mean, hp.std)
+        datamodule.prepare_data()
+        datamodule.setup()
+        if len(hp.class_names) != len(datamodule.class_names) or hp.input_shape != datamodule.input_shape:
+            raise UserError(f"ckpt_path={path} was trained on {len(hp.class_names)} classes of {hp.input_shape} images "
+                            f"but data={cfg.data.dataset} has {len(datamodule.class_names)} classes of "
+                            f"{datamodule.input_shape}: pick the data it was trained on")
         return model
+    datamodule.prepare_data()
+    datamodule.setup()
     model = Classifier(net=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
                        class_names=datamodule.class_names, input_shape=datamodule.input_shape,
+                       mean=datamodule.mean, std=datamodule.std,
                        channels_last=cfg.channels_last, compile=cfg.compile)
     try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
         model.make_optimizer()
@@ -72,6 +86,16 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         raise UserError(f"optimizer {_plain(cfg.optimizer)} is invalid: {e}. Fix that value, e.g. "
                         "optimizer.lr=0.001") from e
     return model
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's key settings, flat: what tells the runs of a sweep apart."""
+    scheduler = cfg.get("scheduler") or {}
+    return {"data": cfg.data.dataset, "model": _class_name(cfg.model), "optimizer": _class_name(cfg.optimizer),
+            "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
+            "scheduler": _class_name(scheduler.get("scheduler")), "batch_size": cfg.data.batch_size,
+            "max_epochs": cfg.trainer.max_epochs, "precision": str(cfg.trainer.precision), "seed": cfg.get("seed"),
+            "crop_padding": cfg.data.get("crop_padding"), "flip": cfg.data.get("flip")}
 
 
 @rank_zero_only
@@ -104,6 +128,10 @@ def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], s
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, path)  # never a half-written metrics.json
     log.info(f"metrics written to {path}")
+
+
+def _class_name(node: DictConfig | None) -> str:
+    return node["_target_"].rsplit(".", 1)[-1] if node and "_target_" in node else "none"
 
 
 def _timed(fn, *args, **kwargs) -> float:

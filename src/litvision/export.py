@@ -1,0 +1,71 @@
+"""Export a checkpoint to ONNX, for use without litvision (onnxruntime, OpenCV, a browser, another language):
+python -m litvision.export ckpt_path=PATH [output=model.onnx]
+
+The exported graph takes float images in [0, 1], shape (batch, channels, height, width) as the checkpoint was
+trained, normalizes them itself and returns logits. The class names, input shape and normalization go into the
+file's metadata (`litvision` key, JSON). Needs the `export` extra: pip install -e '.[export]'.
+(TorchScript, the other option, is deprecated in this torch in favour of torch.export.)
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from litvision import UserError
+from litvision.module import Classifier
+
+log = logging.getLogger("litvision.export")
+
+
+class Normalized(torch.nn.Module):
+    """The network with its input normalization in front: images in [0, 1] -> logits."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.net = model.net
+        self.register_buffer("mean", torch.tensor(model.hparams.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(model.hparams.std).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def export_onnx(ckpt_path: str, output: str) -> Path:
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path={ckpt_path} is not a file: name a .ckpt written by train.py")
+    try:
+        import onnx
+    except ImportError as e:
+        raise UserError("ONNX export needs the onnx and onnxscript packages: pip install -e '.[export]'") from e
+    model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+    hp = model.hparams
+    example = torch.rand(2, *hp.input_shape)
+    program = torch.onnx.export(Normalized(model).eval(), (example,), dynamo=True, input_names=["images"],
+                                output_names=["logits"], dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    proto = program.model_proto
+    meta = {"class_names": list(hp.class_names), "input_shape": list(hp.input_shape), "mean": list(hp.mean),
+            "std": list(hp.std), "input": "float images in [0, 1], (batch, channels, height, width)"}
+    proto.metadata_props.add(key="litvision", value=json.dumps(meta))
+    path = Path(output)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    onnx.save(proto, tmp)
+    tmp.replace(path)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    try:
+        path = export_onnx(cfg.ckpt_path, cfg.output)
+    except UserError as e:
+        log.error(f"error: {e}")
+        raise SystemExit(1) from None
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""TensorBoard holds what a person looks for: scalars, figures with class names, and the hparams of the run."""
+
+import json
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import FIXTURES, ROOT
+from litvision.training import train
+
+
+def test_tensorboard_has_scalars_figures_and_hparams(cfg_factory):
+    cfg = cfg_factory("data=image_folder", f"data.root={FIXTURES / 'cifar10-jpeg'}", "trainer.max_epochs=2",
+                      "data.batch_size=32", "trainer.log_every_n_steps=2", "optimizer.lr=0.05")
+    metrics = train(cfg)
+    out = ROOT / cfg.paths.output_dir
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss_step", "train/lr", "train/loss", "val/acc", "val/acc_best", "test/acc"} <= set(scalars)
+    assert {round(e.value, 6) for e in events.Scalars("train/lr")} == {0.05}  # no scheduler: constant
+    for tag in ("test/confusion_matrix", "test/samples", "test/confidently_wrong"):
+        [image] = events.Images(tag)
+        assert image.width > 300 and image.height > 100 and image.encoded_image_string[:4] == b"\x89PNG"
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model"].string_value == "LeNet" and start.hparams["lr"].number_value == 0.05
+    assert start.hparams["data"].string_value == "image_folder" and start.hparams["batch_size"].number_value == 32
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"hp/test_acc", "hp/test_loss", "hp/val_acc_best"}
+    assert events.Scalars("hp/test_acc")[0].value == metrics["test/acc"]
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["test/acc"]
