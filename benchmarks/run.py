@@ -58,7 +58,7 @@ def run_tutorial_loop(entry: Entry, data_dir: Path, seed: int) -> dict:
 def run_litvision(entry: Entry, data_dir: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
     command = [sys.executable, "train.py", *entry.overrides, f"seed={seed}", f"paths.data_dir={data_dir}",
                f"hydra.run.dir={run_dir}", "logger=none", "callbacks.progress_bar=null",
-               "+callbacks.curve._target_=curve.TestAccuracyCurve", f"+callbacks.curve.path={run_dir / 'curve.json'}",
+               "+callbacks.curve._target_=probes.TestAccuracyCurve", f"+callbacks.curve.path={run_dir / 'curve.json'}",
                *extra]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT / 'src'}"}  # this checkout's code
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -19,7 +19,8 @@ def test_random_crop_cuts_each_image_from_its_padded_self_at_its_own_offset():
     padded = F.pad(images, (4, 4, 4, 4))
     offsets = set()
     for i in range(len(images)):
-        found = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])]
+        found = [(dy, dx) for dy in range(9) for dx in range(9)
+                 if torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])]
         assert found, f"image {i} is not a crop of itself"
         offsets.add(found[0])
     assert len(offsets) > 30  # offsets differ between images

@@ -124,7 +124,8 @@ def test_image_folder_converts_and_resizes_mixed_images(tmp_path):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
                 size = (40, 30) if i % 2 else (20, 20)
-                Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+                pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
     (tmp_path / "train/cats/notes.txt").write_text("not an image: ignored by extension")
     Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8)).convert("L").save(tmp_path / "train/dogs/g.bmp")
     data = load("image_folder", tmp_path, image_size=[16, 16], channels=None)

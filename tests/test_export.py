@@ -22,8 +22,8 @@ def test_onnx_matches_the_checkpoint(tmp_path, model):
     out = tmp_path / "run"
     train(make_cfg(out, "data=mnist", f"model={model}", "trainer.max_epochs=1", "logger=none", "test=false"))
     ckpt = str(out / "checkpoints" / "last.ckpt")
-    done = subprocess.run([sys.executable, "-m", "litvision.export", f"ckpt_path={ckpt}", f"output={tmp_path / 'm.onnx'}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    export = [sys.executable, "-m", "litvision.export", f"ckpt_path={ckpt}", f"output={tmp_path / 'm.onnx'}"]
+    done = subprocess.run(export, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
     meta = json.loads(session.get_modelmeta().custom_metadata_map["litvision"])

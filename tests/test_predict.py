@@ -51,7 +51,8 @@ def test_any_size_and_format_and_bad_files_skipped(checkpoint, tmp_path):
     shutil.copyfile(source, tmp_path / "ship.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     (tmp_path / "notes.txt").write_text("not an image")
-    rows = {row["path"].rsplit("/", 1)[-1]: row for row in predict(checkpoint, [str(tmp_path), str(tmp_path / "notes.txt")])}
+    rows = predict(checkpoint, [str(tmp_path), str(tmp_path / "notes.txt")])
+    rows = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
     assert set(rows) == {"big_ship.png", "gray_ship.bmp", "ship.jpg", "broken.jpg", "notes.txt"}
     assert "cannot decode image" in rows["broken.jpg"]["error"] and "cannot decode" in rows["notes.txt"]["error"]
     for name in ("big_ship.png", "gray_ship.bmp", "ship.jpg"):

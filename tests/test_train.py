@@ -72,7 +72,8 @@ def test_checkpoint_reloads_and_tests_to_the_same_accuracy(cfg_factory):
     # plain data only: loads with torch's safe unpickler, and rebuilds the model with no config at all
     checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == DIGITS
-    assert checkpoint["hyper_parameters"]["mean"] == [0.5] and checkpoint["hyper_parameters"]["input_shape"] == [1, 28, 28]
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["mean"] == [0.5] and hparams["input_shape"] == [1, 28, 28]
     model = Classifier.load_from_checkpoint(ckpt)
     assert isinstance(model.net, torch.nn.Module)
     again = train(cfg_factory(*RUNS["mnist"], "train=false", f"ckpt_path={ckpt}", out="eval"))

@@ -43,7 +43,8 @@ def check(logdir: Path, expect: list[str], screenshot: Path | None, budget_ms: i
         url = f"http://127.0.0.1:{port}/"
         _wait_until_read(url + "data/plugin/scalars/tags", server, runs)
         # the time-series page draws only the cards in view: filter it down to the expected tags
-        page_url = f"{url}?tagFilter={urllib.parse.quote('^(' + '|'.join(map(re.escape, expect)) + ')$', safe='()')}#timeseries"
+        tag_filter = urllib.parse.quote("^(" + "|".join(map(re.escape, expect)) + ")$", safe="()")
+        page_url = f"{url}?tagFilter={tag_filter}#timeseries"
         with tempfile.TemporaryDirectory() as profile:
             browser = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1100"]
             page = ""

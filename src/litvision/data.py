@@ -84,7 +84,8 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise UserError(f"data.dataset={dataset!r} is unknown: use one of {', '.join(DATASETS)}")
-        _require(isinstance(batch_size, int) and batch_size > 0, "data.batch_size", batch_size, "a positive integer, e.g. 64")
+        _require(isinstance(batch_size, int) and batch_size > 0, "data.batch_size", batch_size,
+                 "a positive integer, e.g. 64")
         _require(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "0 or more")
         _require(0 <= val_size and (isinstance(val_size, int) or val_size < 1), "data.val_size", val_size,
                  "a count of images (e.g. 5000) or a fraction of train below 1 (e.g. 0.1)")
@@ -92,7 +93,8 @@ class ImageDataModule(L.LightningDataModule):
         _require(channels in (None, 1, 3), "data.channels", channels, "1 (grayscale), 3 (RGB) or null")
         _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
         self.dataset, self.root = dataset, Path(root).expanduser()
-        self.batch_size, self.val_size, self.split_seed, self.num_workers = batch_size, val_size, split_seed, num_workers
+        self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed
+        self.num_workers = num_workers
         self.mean, self.std = mean, std
         self.class_names = list(class_names) if class_names is not None else None
         self.image_size = [image_size] * 2 if isinstance(image_size, int) else image_size

@@ -16,9 +16,11 @@ class TestFigures(L.Callback):
         self.n_samples, self.n_wrong = samples, wrong
 
     def on_test_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.confusion = MulticlassConfusionMatrix(len(module.hparams.class_names), validate_args=False).to(module.device)
-        self.samples: list[torch.Tensor] = []  # (images, labels, predictions) of the first batches
-        self.wrong = (torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+        classes = len(module.hparams.class_names)
+        self.confusion = MulticlassConfusionMatrix(classes, validate_args=False).to(module.device)
+        self.samples: list[tuple[torch.Tensor, ...]] = []  # (images, labels, predictions) of the first batches
+        no_labels = torch.empty(0, dtype=torch.long)
+        self.wrong = (torch.empty(0), torch.empty(0), no_labels, no_labels)  # confidence, images, labels, predictions
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: torch.Tensor,
                           batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -29,8 +29,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = _instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False,
+    callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks))
     seconds, metrics, best = {}, {}, ""
     if cfg.train:
@@ -42,12 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics |= trainer.callback_metrics
     seconds["total"] = time.perf_counter() - started
     metrics = {name: float(value) for name, value in metrics.items()}
-    results = {f"hp/{k.replace('/', '_')}": metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if k in metrics}
-    for logger in trainer.loggers:  # TensorBoard's hparams tab: settings beside results, to compare runs
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(hyperparameters(cfg), results)
-        else:
-            logger.log_hyperparams(hyperparameters(cfg))
+    log_hyperparameters(loggers, cfg, metrics)
     evaluated = (best or cfg.get("ckpt_path")) if cfg.test else None
     sizes = {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")}
     report(cfg, metrics, model.hparams.class_names, sizes, seconds, evaluated)
@@ -86,6 +81,18 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         raise UserError(f"optimizer {_plain(cfg.optimizer)} is invalid: {e}. Fix that value, e.g. "
                         "optimizer.lr=0.001") from e
     return model
+
+
+def log_hyperparameters(loggers: list, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """TensorBoard's hparams tab: the run's settings beside its results, to compare the runs of a sweep."""
+    keys = ("test/acc", "test/loss", "val/acc_best")
+    results = {f"hp/{key.replace('/', '_')}": metrics[key] for key in keys if key in metrics}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hyperparameters(cfg), results)
+        else:  # CSV: hparams.yaml
+            logger.log_hyperparams(hyperparameters(cfg))
+        logger.finalize("success")  # flush: the trainer has finalized its loggers already
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:

@@ -1,7 +1,5 @@
-"""A callback for benchmarks: test accuracy after every training epoch, against training seconds so far.
-
-The evaluation's own time is left out of the training seconds. Written to `path` as JSON when training ends:
-{"points": [[seconds, accuracy], ...], "eval_seconds": total time spent evaluating}."""
+"""Callbacks that benchmarks add to `python train.py` runs (+callbacks.NAME._target_=probes.CLASS, with
+benchmarks/ on PYTHONPATH); each writes what it measured to `path`."""
 
 import json
 import time
@@ -12,6 +10,9 @@ import torch
 
 
 class TestAccuracyCurve(L.Callback):
+    """Test accuracy after every training epoch, against training seconds so far (the evaluation's own time left
+    out). JSON: {"points": [[seconds, accuracy], ...], "eval_seconds": time spent evaluating}."""
+
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
@@ -33,3 +34,27 @@ class TestAccuracyCurve(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.path.write_text(json.dumps({"points": self.points, "eval_seconds": self.eval_seconds}))
+
+
+class EpochSeconds(L.Callback):
+    """Seconds of the last training epoch (validation included, if any)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.path.write_text(str(time.perf_counter() - self.start))
+
+
+class FirstStep(L.Callback):
+    """Wall-clock time (time.time()) when the first training batch starts."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if not self.path.exists():
+            self.path.write_text(str(time.time()))
