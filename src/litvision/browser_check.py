@@ -38,25 +38,28 @@ def check(logdir: Path, expect: list[str], screenshot: Path | None, budget_ms: i
         raise SystemExit(f"no TensorBoard event files under {logdir}")
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
-                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--host", "127.0.0.1", "--load_fast=false"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait_until_read(url + "data/plugin/scalars/tags", server, runs)
+        _wait_until_read(url + "data/plugin/timeseries/tags", server, runs, expect)  # what the page asks for
         # the time-series page draws only the cards in view: filter it down to the expected tags
         tag_filter = urllib.parse.quote("^(" + "|".join(map(re.escape, expect)) + ")$", safe="()")
         page_url = f"{url}?tagFilter={tag_filter}#timeseries"
-        with tempfile.TemporaryDirectory() as profile:
-            browser = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1100"]
-            page = ""
-            for budget in (budget_ms, 3 * budget_ms):  # a slow first render gets one more, longer try
-                budgeted = [*browser, f"--virtual-time-budget={budget}"]
-                page = subprocess.run([*budgeted, "--dump-dom", page_url], capture_output=True, text=True,
+        page, attempts = "", 5
+        for attempt in range(attempts):  # headless Chromium at times leaves the filtered cards unrendered a while
+            if attempt:
+                time.sleep(2)
+            with tempfile.TemporaryDirectory() as profile:
+                browser = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1100",
+                           f"--virtual-time-budget={budget_ms}"]
+                page = subprocess.run([*browser, "--dump-dom", page_url], capture_output=True, text=True,
                                       timeout=300).stdout
-                if all(text in page for text in [*runs, *expect]):
+                if all(text in page for text in [*runs, *expect]) or attempt == attempts - 1:
+                    if screenshot:  # of what was found, or of the last try
+                        subprocess.run([*browser, f"--screenshot={screenshot.resolve()}", page_url],
+                                       capture_output=True, timeout=300, cwd=profile)
                     break
-            if screenshot:
-                subprocess.run([*budgeted, f"--screenshot={screenshot.resolve()}", page_url],
-                               capture_output=True, timeout=300, cwd=profile)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -69,19 +72,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_read(url: str, server: subprocess.Popen, runs: list[str], timeout: float = 60) -> None:
-    """Until the server answers with scalars for every run: it reads event files after it starts listening."""
-    deadline = time.monotonic() + timeout
+def _wait_until_read(url: str, server: subprocess.Popen, runs: list[str], expect: list[str],
+                     timeout: float = 90) -> None:
+    """Until the server serves the expected tags of every run, or its tags stop changing: it reads event files
+    after it starts listening, a few at a time."""
+    deadline, served, unchanged = time.monotonic() + timeout, None, 0
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"tensorboard exited with status {server.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                served = json.loads(response.read())
-            if all(served.get(run) for run in runs):
-                return
-        except OSError:
-            pass
+            with urllib.request.urlopen(url, timeout=5) as response:
+                now = json.loads(response.read())["scalars"]["runTagInfo"]
+        except (OSError, KeyError, ValueError):
+            now = None
+        if now and all(tag in now.get(run, []) for run in runs for tag in expect):
+            return
+        unchanged = unchanged + 1 if now and now == served else 0
+        if unchanged >= 6:  # three seconds without news: all there is has been read
+            return
+        served = now
         time.sleep(0.5)
     raise SystemExit(f"tensorboard did not serve the scalars of {', '.join(runs)} at {url} within {timeout:.0f} s")
 
