@@ -1,6 +1,9 @@
 """The tutorials reproduced on the full real datasets (../shared/datasets): long, so marked slow.
 
-pytest -m slow   (about 4 minutes on 2 CPU cores)"""
+pytest -m slow   (about 6 minutes on 2 CPU cores). Batch-4 SGD for two epochs swings by several points from
+seed to seed (the tutorial's own loop too), so each test trains seeds 0, 1 and 2 and checks their median."""
+
+import statistics
 
 import pytest
 
@@ -10,11 +13,17 @@ from litvision.training import train
 pytestmark = [pytest.mark.slow, needs_shared()]
 
 
+def median_accuracy(cfg_factory, experiment: str) -> float:
+    runs = [train(cfg_factory(f"experiment={experiment}", f"seed={seed}", "logger=none", out=f"seed{seed}",
+                              data_dir=SHARED)) for seed in (0, 1, 2)]
+    accuracies = [run["test/acc"] for run in runs]
+    print(f"{experiment}: test accuracy of seeds 0, 1, 2: {', '.join(f'{100 * a:.2f}%' for a in accuracies)}")
+    return statistics.median(accuracies)
+
+
 def test_tutorial_mnist_reaches_the_notebooks_accuracy(cfg_factory):
-    metrics = train(cfg_factory("experiment=tutorial_mnist", data_dir=SHARED))
-    assert metrics["test/acc"] >= 0.945  # the notebook's loop measured 95.7% on this data
+    assert median_accuracy(cfg_factory, "tutorial_mnist") >= 0.95  # the notebook's loop: 95.4-96.2% here
 
 
 def test_tutorial_cifar10_reaches_the_tutorials_accuracy(cfg_factory):
-    metrics = train(cfg_factory("experiment=tutorial_cifar10", data_dir=SHARED))
-    assert metrics["test/acc"] >= 0.52  # the tutorial's loop measured 54.7% on this data (52-56% published)
+    assert median_accuracy(cfg_factory, "tutorial_cifar10") >= 0.52  # the tutorial's loop: 54.1-57.0% here
