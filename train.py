@@ -6,6 +6,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from litvision import UserError
@@ -20,11 +22,20 @@ def main(cfg: DictConfig) -> float | None:
 
     logging.getLogger("lightning").handlers.clear()  # Hydra's handlers print (and file) its messages already
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
     except UserError as e:
         log.error(f"error: {e}")
+        if multirun:
+            raise  # the sweeper lists the job as failed and runs the others
         sys.exit(1)
+    except Exception as e:
+        if multirun:  # Hydra hands the exception to the sweeper but logs nothing: put it in the job's log
+            from optuna import TrialPruned
+
+            log.info(f"pruned: {e}") if isinstance(e, TrialPruned) else log.exception("the job failed")
+        raise
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 
 

@@ -8,7 +8,7 @@ from conftest import FIXTURES, ROOT
 from litvision.data import ImageDataModule
 from litvision.training import build_model
 
-GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "hparams_search")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
 DATA_FOR = {"image_folder": [f"data.root={FIXTURES / 'cifar10-jpeg'}"]}
 
@@ -28,7 +28,7 @@ def test_option_composes_and_instantiates(cfg_factory, group, option):
     model = build_model(cfg, datamodule)  # network, optimizer and scheduler are built here
     assert model.hparams.input_shape == datamodule.input_shape
     if cfg.trainer.accelerator == "gpu":  # no GPU here: check what would be asked of one
-        assert cfg.trainer.devices == 1
+        assert cfg.trainer.devices == 1 or cfg.trainer.strategy == "ddp"
         return
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node] if cfg.callbacks else []
     loggers = [instantiate(node) for node in cfg.logger.values() if node] if cfg.logger else []
@@ -66,3 +66,16 @@ def test_tutorial_experiments_match_the_tutorials(cfg_factory):
         assert list(cfg.data.mean) == [0.5] and list(cfg.data.std) == [0.5]
         assert not cfg.scheduler
     assert list(cfg_factory("experiment=tutorial_mnist").model.hidden) == [120, 256]
+
+
+def test_slurm_launcher_config_names_partition_gpus_and_time():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp",
+                                          "trainer.devices=4", "hydra.launcher.gpus_per_node=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 4, 60)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4

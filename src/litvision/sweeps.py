@@ -1,0 +1,80 @@
+"""The table that ends a sweep: one row per job (its overrides, the optimized metric, test accuracy, status),
+best first, printed and saved in the sweep folder as summary.csv and summary.md."""
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Job:
+    """One finished job of a sweep. status: "ok", "failed" or "pruned"; value: the optimized metric."""
+
+    number: int
+    overrides: list[str]
+    status: str
+    value: float | None
+    folder: Path
+    error: str = ""
+
+
+def summarize(sweep_dir: Path, jobs: list[Job], metric: str, maximize: bool = True) -> str:
+    """Write summary.csv and summary.md into sweep_dir; return the Markdown table."""
+    settings = [dict(o.split("=", 1) for o in job.overrides if "=" in o) for job in jobs]
+    keys = sorted({key for s in settings for key in s})
+    varying = [key for key in keys if len({s.get(key) for s in settings}) > 1]
+    common = {key: settings[0][key] for key in keys if key not in varying and key in settings[0]}
+    header = ["job", "status", *varying, metric, "test/acc", "seconds", "error", "folder"]
+
+    def rank(pair: tuple[Job, dict]) -> tuple:
+        job = pair[0]
+        usable = job.value is not None and not math.isnan(job.value)
+        return (job.status != "ok", not usable, -job.value if usable and maximize else job.value if usable else 0)
+
+    rows = []
+    for job, setting in sorted(zip(jobs, settings), key=rank):
+        result = _metrics(job.folder)
+        test_acc = result.get("metrics", {}).get("test/acc")
+        seconds = result.get("seconds", {}).get("total")
+        rows.append([job.number, job.status, *(setting.get(key, "") for key in varying), _fmt(job.value),
+                     _fmt(test_acc), _fmt(seconds, 1), job.error, job.folder.name])
+    _write(sweep_dir / "summary.csv", _csv(header, rows))
+    lines = [f"Sweep of {len(jobs)} jobs in {sweep_dir}: {sum(j.status == 'ok' for j in jobs)} ok, "
+             f"{sum(j.status == 'failed' for j in jobs)} failed, {sum(j.status == 'pruned' for j in jobs)} pruned; "
+             f"best {'highest' if maximize else 'lowest'} {metric} first."]
+    if common:
+        lines.append("Common overrides: " + " ".join(f"{k}={v}" for k, v in common.items()))
+    lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+              for row in rows]
+    table = "\n".join(lines) + "\n"
+    _write(sweep_dir / "summary.md", table)
+    return table
+
+
+def _metrics(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a sweep folder never holds half a summary."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
