@@ -20,7 +20,13 @@ def main(cfg: DictConfig) -> float | None:
     """Returns cfg.optimized_metric for Hydra sweepers."""
     from litvision.training import train  # after Hydra has parsed the command line: --help stays fast
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     logging.getLogger("lightning").handlers.clear()  # Hydra's handlers print (and file) its messages already
+    if rank_zero_only.rank > 0:  # a DDP process Lightning started (same run folder): rank 0 keeps the log file
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

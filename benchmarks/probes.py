@@ -46,7 +46,8 @@ class EpochSeconds(L.Callback):
         self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.path.write_text(str(time.perf_counter() - self.start))
+        if trainer.global_rank == 0:  # under DDP the processes step together: rank 0's time is the epoch's
+            self.path.write_text(str(time.perf_counter() - self.start))
 
 
 class FirstStep(L.Callback):

@@ -228,3 +228,20 @@ def test_batches_cover_the_epoch_once_also_when_split_across_processes():
     images = [torch.cat([x for x, _ in ranked]) for ranked in per_rank]
     assert len(images[0]) == len(images[1]) == 120
     assert len(torch.unique(torch.cat(images).flatten(1), dim=0)) == 240  # every image once across both ranks
+
+
+def test_evaluation_split_across_processes_counts_each_image_once():
+    """DistributedSampler pads 59 images to 30 + 30 by repeating one; the evaluation batches drop the repeat."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from litvision.data import TensorImages
+
+    dm = datamodule(batch_size=8)
+    loader = dm._loader(TensorImages(dm.test_set.images, dm.test_set.labels, dm.test_set.index[:59]))
+    per_rank = [_update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank,
+                                                              shuffle=False)) for rank in (0, 1)]
+    images = [torch.cat([x for x, _ in ranked]) for ranked in per_rank]
+    assert [len(x) for x in images] == [30, 29] and [len(ranked) for ranked in per_rank] == [4, 4]
+    together, alone = torch.cat(images).flatten(1), torch.cat([x for x, _ in loader]).flatten(1)
+    assert len(together) == 59 and torch.equal(torch.unique(together, dim=0), torch.unique(alone, dim=0))

@@ -38,14 +38,27 @@ class TensorImages(torch.utils.data.Dataset):
 
 class TensorBatchSampler(torch.utils.data.BatchSampler):
     """Draws the epoch's order from its sampler once and yields index tensors, with no Python work per sample.
-    Lightning rebuilds it around a DistributedSampler under DDP, as it does for torch's BatchSampler."""
+    Lightning rebuilds it around a DistributedSampler under DDP, as it does for torch's BatchSampler. That sampler
+    pads every process to the same count by repeating samples; for evaluation (not shuffled) the repeats are
+    dropped, so a DDP test counts each image once and gives the single-process accuracy."""
 
     def __iter__(self):
-        order = torch.as_tensor(list(self.sampler))
+        order = torch.as_tensor(list(self.sampler))[: self._unpadded()]
         batches = order.split(self.batch_size)
         if self.drop_last and len(order) % self.batch_size:
             batches = batches[:-1]
         yield from batches
+
+    def __len__(self) -> int:
+        count = self._unpadded() or 0
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def _unpadded(self) -> int | None:
+        """This process's share without the padding (which DistributedSampler puts at the end when not shuffled)."""
+        s = self.sampler
+        if isinstance(s, torch.utils.data.DistributedSampler) and not s.shuffle and not s.drop_last:
+            return len(range(s.rank, len(s.dataset), s.num_replicas))
+        return len(s)
 
 
 def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
