@@ -43,7 +43,7 @@ def test_defaults_are_the_tutorial_stack(cfg_factory):
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert cfg.trainer.accelerator == "auto"
     assert "tensorboard" in cfg.logger
-    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.save_last
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.last_checkpoint.filename == "last"
     assert cfg.callbacks.early_stopping is None
 
 
