@@ -10,9 +10,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+
+from litvision import instantiate
+from litvision.scratch import cross_entropy
 
 STAGES = ("train", "val", "test")
 
@@ -39,6 +41,10 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
+        if net.get("weights"):  # pretrained weights are loaded once, here; a checkpoint holds its own weights
+            self.hparams.net = {**net, "weights": None}
+        # a network with a hand-written backward (litvision.scratch) trains without autograd: manual optimization
+        self.automatic_optimization = not hasattr(self.net, "backward")
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -67,10 +73,29 @@ class Classifier(L.LightningModule):
         return loss, logits
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, "train")
+        if self.automatic_optimization:
+            loss, _ = self._step(batch, "train")
+        else:
+            loss = self._hand_written_step(batch)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             self.log("train/loss_step", loss, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def _hand_written_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The MNIST notebook's loop: forward, the loss and its gradient, backward and the optimizer's step, all
+        written by hand (litvision.scratch); no autograd graph is built."""
+        images, labels = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        logits = self(images)
+        loss, grad = cross_entropy(logits, labels)
+        self.net.backward(grad)  # fills each parameter's .grad
+        optimizer.step()
+        if self._scheduler_interval() == "step":  # manual optimization steps its scheduler itself
+            self.lr_schedulers().step()
+        self.train_metrics.update(logits, labels)
+        self.train_loss.update(loss, len(labels))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -97,6 +122,14 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        if self._scheduler_interval() == "epoch":
+            self.lr_schedulers().step()
+
+    def _scheduler_interval(self) -> str | None:
+        """"step" or "epoch" when this module must step a scheduler itself (manual optimization), else None."""
+        if self.automatic_optimization or not self.hparams.scheduler:
+            return None
+        return self.hparams.scheduler.get("interval", "epoch")
 
     def on_validation_epoch_end(self) -> None:
         acc = self._log_epoch("val")
@@ -119,4 +152,6 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return instantiate(self.hparams.optimizer)(self.parameters())
+        """Over the parameters that train: a frozen backbone's are left out."""
+        trainable = [p for p in self.parameters() if p.requires_grad or not self.automatic_optimization]
+        return instantiate(self.hparams.optimizer)(trainable)

@@ -8,14 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from litvision import UserError
+
 
 class LeNet(nn.Module):
     """The CIFAR-10 tutorial's CNN: conv 6 and 16 (5x5), each followed by ReLU and 2x2 max-pool, then
     fully connected 120-84-classes. Layer names match the tutorial's, so its state dicts load."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
         channels, height, width = input_shape
+        self.dropout = nn.Dropout(_rate(dropout))  # on the input, as the Cogitare recipe does; no parameters
         self.conv1 = nn.Conv2d(channels, 6, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, 5)
@@ -28,7 +31,7 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv1(self.dropout(x))))
         x = self.pool(F.relu(self.conv2(x)))
         x = torch.flatten(x, 1)
         x = F.relu(self.fc1(x))
@@ -40,9 +43,11 @@ class MLP(nn.Module):
     """The MNIST notebook's fully connected network (784-120-256-10 by default): flatten, then Linear
     layers with ReLU between them."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (120, 256)) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (120, 256),
+                 dropout: float = 0.0) -> None:
         super().__init__()
         sizes = [math.prod(input_shape), *hidden]
+        self.dropout = nn.Dropout(_rate(dropout))  # on the input pixels, as the Cogitare recipe does
         layers: list[nn.Module] = [nn.Flatten()]
         for n_in, n_out in zip(sizes, sizes[1:]):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
@@ -50,7 +55,7 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return self.layers(self.dropout(x))
 
 
 class ConvNet(nn.Module):
@@ -72,3 +77,9 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+def _rate(dropout: float) -> float:
+    if not 0 <= dropout < 1:
+        raise UserError(f"model.dropout={dropout} is invalid: a rate in [0, 1), e.g. model.dropout=0.3")
+    return dropout

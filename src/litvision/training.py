@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litvision import UserError
+from litvision import UserError, instantiate
 from litvision.data import ImageDataModule
 from litvision.module import Classifier
 
@@ -27,10 +25,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: ImageDataModule = _instantiate(cfg.data, _convert_="all")
+    datamodule: ImageDataModule = instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks))
     seconds, metrics, best = {}, {}, ""
     if cfg.train:
@@ -145,16 +143,6 @@ def _timed(fn, *args, **kwargs) -> float:
     start = time.perf_counter()
     fn(*args, **kwargs)
     return time.perf_counter() - start
-
-
-def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """Hydra's instantiate, with our own UserError let through unwrapped (it needs no traceback)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, UserError):
-            raise e.__cause__ from None
-        raise
 
 
 def _plain(node: Any) -> Any:
