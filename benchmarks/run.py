@@ -45,6 +45,10 @@ ENTRIES = [
     Entry("mnist_mlp_fast", "mnist", ["experiment=mnist_mlp_fast"]),
     Entry("mnist_cnn_fast", "mnist", ["experiment=mnist_cnn_fast"]),
 ]
+LADDER = [  # CIFAR-10 accuracy ladder (README, Models): not in the default run, name them with --only
+    Entry("cifar10_ladder_5min", "cifar10", ["experiment=cifar10_ladder_5min"]),
+    Entry("cifar10_ladder_15min", "cifar10", ["experiment=cifar10_ladder_15min"]),
+]
 
 
 def run_tutorial_loop(entry: Entry, data_dir: Path, seed: int) -> dict:
@@ -128,10 +132,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LITVISION_DATA_DIR",
                                                                              ROOT.parent / "shared" / "datasets")))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--only", nargs="*", help="run names to keep (default: all)")
+    parser.add_argument("--only", nargs="*", help="run names to keep (default: all but the CIFAR-10 ladder)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every litvision run")
     args = parser.parse_args()
-    entries = [e for e in ENTRIES if not args.only or e.name in args.only]
+    entries = [e for e in ENTRIES + LADDER if e.name in args.only] if args.only else ENTRIES
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for repeat in range(args.repeats):

@@ -164,3 +164,27 @@ def test_early_stopping_stops_after_patience_epochs_without_progress(cfg_factory
     train(cfg)
     last = torch.load(ROOT / cfg.paths.output_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2  # epochs 0, 1, 2: no epoch improved by 0.01 over the first, so 2 more and stop
+
+
+def test_airnet_shapes_and_size(cfg_factory):
+    net = instantiate(cfg_factory("model=airnet").model, input_shape=[3, 32, 32], num_classes=10)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert 1.9e6 < sum(p.numel() for p in net.parameters()) < 2.0e6  # widths 64-256-256: airbench's size
+    small = instantiate(cfg_factory("model=airnet", "model.widths=[32,128,128]").model, input_shape=[3, 32, 32],
+                        num_classes=10)
+    assert sum(p.numel() for p in small.parameters()) < 0.6e6
+
+
+def test_label_smoothing_trains_and_mirrored_logits_evaluate(cfg_factory):
+    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "label_smoothing=0.2",
+                      "test_time_flip=true")  # logits far from uniform at initialization
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = build_model(cfg, datamodule).eval()
+    images, labels = datamodule.on_after_batch_transfer(datamodule.test_set[:16], 0)
+    logits = model.net(images)
+    loss, _ = model._step((images, labels), "train")
+    assert torch.isclose(loss, F.cross_entropy(logits, labels, label_smoothing=0.2))
+    assert not torch.isclose(loss, F.cross_entropy(logits, labels))
+    _, tested = model._step((images, labels), "test")
+    assert torch.allclose(tested, (logits + model.net(images.flip(-1))) / 2)
+    assert not torch.allclose(tested, logits)

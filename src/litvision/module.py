@@ -31,13 +31,17 @@ class Classifier(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        label_smoothing: float = 0.0,
+        test_time_flip: bool = False,
     ) -> None:
         """net: a `_target_` config called with input_shape and num_classes. class_names, input_shape and the
         normalization (mean, std) the data module applied make a checkpoint usable alone (predict, export).
         optimizer: a `_partial_`
         config called with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry
         is a `_partial_` config called with the optimizer (plus interval, frequency, monitor). channels_last: NHWC
-        memory layout for convolutions. compile: torch.compile the network (in place: checkpoint keys unchanged)."""
+        memory layout for convolutions. compile: torch.compile the network (in place: checkpoint keys unchanged).
+        label_smoothing: of the training loss. test_time_flip: validation and test average the logits of each image
+        and its mirror image."""
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
@@ -67,7 +71,12 @@ class Classifier(L.LightningModule):
         than a LeNet step at batch 4."""
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        if stage == "train":
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        else:
+            if self.hparams.test_time_flip:
+                logits = (logits + self(images.flip(-1))) / 2
+            loss = F.cross_entropy(logits, labels)
         getattr(self, f"{stage}_metrics").update(logits.detach(), labels)
         getattr(self, f"{stage}_loss").update(loss.detach(), len(labels))
         return loss, logits
