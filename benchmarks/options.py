@@ -1,8 +1,8 @@
 """Memory format, precision and compilation, measured: the seconds of a training epoch at batch size 256.
 
-python benchmarks/options.py [--repeats 3] [--data-dir ../shared/datasets]
+python benchmarks/options.py [--repeats 3] [--data-dir ../shared/datasets] [--models "AirNet, CIFAR-10" ...]
 
-LeNet on CIFAR-10 and the small ConvNet on MNIST, each in float32 (NCHW), channels_last, bf16 mixed precision,
+LeNet on CIFAR-10, the small ConvNet on MNIST and the ladder's AirNet on CIFAR-10, each in float32 (NCHW), channels_last, bf16 mixed precision,
 both, and torch.compile. Each run trains 2 epochs of 80 batches without validation; the second epoch is timed, so
 compilation and warm-up are left out. Prints the median epoch seconds and the speed-up over float32.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 from overhead import ROOT, _train_py
 
 BATCHES = 80  # batches per timed epoch (20,480 images)
-MODELS = {"LeNet, CIFAR-10": ["data=cifar10", "model=lenet"], "ConvNet, MNIST": ["data=mnist", "model=convnet"]}
+MODELS = {"LeNet, CIFAR-10": ["data=cifar10", "model=lenet"], "ConvNet, MNIST": ["data=mnist", "model=convnet"],
+          "AirNet, CIFAR-10": ["data=cifar10", "model=airnet"]}
 VARIANTS = {
     "float32": [],
     "channels_last": ["channels_last=true"],
@@ -30,7 +31,7 @@ def epoch_seconds(data_dir: Path, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
         _train_py(data_dir, out, *overrides, "data.batch_size=256", "trainer.max_epochs=2",
                   f"+trainer.limit_train_batches={BATCHES}", "+trainer.limit_val_batches=0", "test=false", "logger=none", "callbacks.progress_bar=null",
-                  "callbacks.model_checkpoint=null",
+                  "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null",
                   "+callbacks.timer._target_=probes.EpochSeconds", f"+callbacks.timer.path={out}/epoch")
         return float(Path(out, "epoch").read_text())
 
@@ -40,8 +41,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LITVISION_DATA_DIR",
                                                                              ROOT.parent / "shared" / "datasets")))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help=f"some of {list(MODELS)}")
     args = parser.parse_args()
-    seconds = {(m, v): [] for m in MODELS for v in VARIANTS}
+    seconds = {(m, v): [] for m in args.models for v in VARIANTS}
     for repeat in range(args.repeats):
         for (model, variant), runs in seconds.items():
             runs.append(epoch_seconds(args.data_dir.resolve(), MODELS[model] + VARIANTS[variant]))
