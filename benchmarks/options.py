@@ -1,6 +1,6 @@
 """Memory format, precision and compilation, measured: the seconds of a training epoch at batch size 256.
 
-python benchmarks/options.py [--repeats 3] [--data-dir ../shared/datasets] [--models "AirNet, CIFAR-10" ...]
+python benchmarks/options.py [--repeats 3] [--data-dir ../shared/datasets] [--models "AirNet, CIFAR-10" ...] [--variants ...]
 
 LeNet on CIFAR-10, the small ConvNet on MNIST and the ladder's AirNet on CIFAR-10, each in float32 (NCHW), channels_last, bf16 mixed precision,
 both, and torch.compile. Each run trains 2 epochs of 80 batches without validation; the second epoch is timed, so
@@ -42,8 +42,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LITVISION_DATA_DIR",
                                                                              ROOT.parent / "shared" / "datasets")))
     parser.add_argument("--models", nargs="*", default=list(MODELS), help=f"some of {list(MODELS)}")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"some of {list(VARIANTS)}")
     args = parser.parse_args()
-    seconds = {(m, v): [] for m in args.models for v in VARIANTS}
+    seconds = {(m, v): [] for m in args.models for v in args.variants}
     for repeat in range(args.repeats):
         for (model, variant), runs in seconds.items():
             runs.append(epoch_seconds(args.data_dir.resolve(), MODELS[model] + VARIANTS[variant]))
