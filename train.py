@@ -18,9 +18,10 @@ log = logging.getLogger("litvision")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns cfg.optimized_metric for Hydra sweepers."""
-    from litvision.training import train  # after Hydra has parsed the command line: --help stays fast
-
+    # imported here, after Hydra has parsed the command line: --help stays fast
     from lightning.pytorch.utilities import rank_zero_only
+
+    from litvision.training import train
 
     logging.getLogger("lightning").handlers.clear()  # Hydra's handlers print (and file) its messages already
     if rank_zero_only.rank > 0:  # a DDP process Lightning started (same run folder): rank 0 keeps the log file
@@ -40,7 +41,10 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # Hydra hands the exception to the sweeper but logs nothing: put it in the job's log
             from optuna import TrialPruned
 
-            log.info(f"pruned: {e}") if isinstance(e, TrialPruned) else log.exception("the job failed")
+            if isinstance(e, TrialPruned):
+                log.info(f"pruned: {e}")
+            else:
+                log.exception("the job failed")
         raise
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import ROOT
 from litvision.browser_check import find_chromium
 from litvision.training import train
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES
 from litvision import UserError
 from litvision.data import normalize
 from litvision.datasets import load

@@ -44,11 +44,11 @@ def prepare_sweep_dir(config: DictConfig) -> Path:
     return sweep_dir
 
 
-def job_of(result: JobReturn, overrides: list[str] | None = None) -> Job:
+def job_of(result: JobReturn) -> Job:
     """A launcher's JobReturn as a summary row; a job that raised or returned NaN is failed."""
     hydra = result.hydra_cfg.hydra
     value: Any = result._return_value  # the exception when it failed (JobReturn.return_value would raise it)
-    job = Job(number=hydra.job.num, overrides=list(overrides if overrides is not None else result.overrides),
+    job = Job(number=hydra.job.num, overrides=list(result.overrides),
               status="ok", value=None, folder=Path(hydra.runtime.output_dir))
     if result.status != JobStatus.COMPLETED:
         job.status, job.error = "failed", error_text(value)
