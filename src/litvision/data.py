@@ -50,10 +50,10 @@ class TensorBatchSampler(torch.utils.data.BatchSampler):
         yield from batches
 
     def __len__(self) -> int:
-        count = self._unpadded() or 0
+        count = self._unpadded()
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
-    def _unpadded(self) -> int | None:
+    def _unpadded(self) -> int:
         """This process's share without the padding (which DistributedSampler puts at the end when not shuffled)."""
         s = self.sampler
         if isinstance(s, torch.utils.data.DistributedSampler) and not s.shuffle and not s.drop_last:
