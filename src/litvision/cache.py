@@ -8,12 +8,13 @@ half-written one."""
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from litvision import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +29,12 @@ def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[str
     if path.is_file():
         return torch.load(path, weights_only=True, mmap=True)
     data = build()
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as file:
-            tmp = Path(file.name)
-            torch.save(data, file)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            torch.save(data, tmp)
         log.info(f"decoded {name} cached in {path}")
     except OSError as e:  # a read-only or full disk costs the next run a decode, not this run
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
         log.warning(f"could not cache decoded {name} in {cache_dir} ({e}); set data.cache_dir to a writable folder")
     return data
 

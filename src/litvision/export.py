@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from litvision import UserError
+from litvision import UserError, atomic_write
 from litvision.module import Classifier
 
 log = logging.getLogger("litvision.export")
@@ -51,9 +51,8 @@ def export_onnx(ckpt_path: str, output: str) -> Path:
             "std": list(hp.std), "input": "float images in [0, 1], (batch, channels, height, width)"}
     proto.metadata_props.add(key="litvision", value=json.dumps(meta))
     path = Path(output)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    onnx.save(proto, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        onnx.save(proto, tmp)
     return path
 
 

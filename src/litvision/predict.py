@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from litvision import UserError
+from litvision import UserError, atomic_write
 from litvision.data import normalize
 from litvision.datasets import IMAGE_EXTENSIONS, read_image
 from litvision.module import Classifier
@@ -68,14 +68,12 @@ def _files(inputs: list[str]) -> list[str]:
 
 def write_csv(rows: list[dict], path: Path, top_k: int) -> None:
     header = ["path"] + [f"{kind}_{k}" for k in range(1, top_k + 1) for kind in ("class", "probability")] + ["error"]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as file:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for row in rows:
             ranked = [v for c, p in zip(row.get("classes", []), row.get("probabilities", [])) for v in (c, f"{p:.6f}")]
             writer.writerow([row["path"], *ranked, *[""] * (2 * top_k - len(ranked)), row.get("error", "")])
-    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")

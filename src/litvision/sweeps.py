@@ -5,9 +5,10 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from litvision import atomic_write
 
 
 @dataclass
@@ -75,6 +76,5 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 def _write(path: Path, text: str) -> None:
     """Whole or not at all: a sweep folder never holds half a summary."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)

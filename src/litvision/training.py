@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litvision import UserError, instantiate
+from litvision import UserError, atomic_write, instantiate
 from litvision.data import ImageDataModule
 from litvision.module import Classifier
 
@@ -130,9 +129,8 @@ def report(cfg: DictConfig, metrics: dict[str, float], class_names: list[str], s
     }
     path = Path(cfg.paths.output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)  # never a half-written metrics.json
+    with atomic_write(path) as tmp:  # never a half-written metrics.json
+        tmp.write_text(json.dumps(result, indent=2))
     log.info(f"metrics written to {path}")
 
 
