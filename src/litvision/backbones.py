@@ -27,9 +27,10 @@ class Backbone(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, name: str = "resnet18",
                  weights: str | None = None, freeze_backbone: bool = False, cifar_stem: bool = False) -> None:
         super().__init__()
-        if name not in torchvision.models.list_models(torchvision.models):
+        known = torchvision.models.list_models(torchvision.models)  # the classification models
+        if name not in known:
             raise UserError(f"model.name={name} is not a torchvision classification model: pick one of "
-                            f"{', '.join(torchvision.models.list_models(torchvision.models))}")
+                            f"{', '.join(known)}")
         net = torchvision.models.get_model(name, **({"aux_logits": False, "init_weights": True}
                                                     if name in ("googlenet", "inception_v3") else {}))
         if cifar_stem:
