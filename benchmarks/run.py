@@ -1,6 +1,7 @@
 """Side by side on the real datasets: the tutorial loop as published, and litvision's runs.
 
 python benchmarks/run.py [--repeats 3] [--data-dir ../shared/datasets] [--out benchmarks/results] [--only NAME ...]
+                         [--first-seed 0]
 
 Repeats are interleaved (every run once, then again) so that a noisy neighbour hurts all runs alike. Prints a table
 of medians (images/s, training seconds, test accuracy, ratios to the tutorial loop on the same data) and writes
@@ -48,6 +49,7 @@ ENTRIES = [
 LADDER = [  # CIFAR-10 accuracy ladder (README, Models): not in the default run, name them with --only
     Entry("cifar10_ladder_5min", "cifar10", ["experiment=cifar10_ladder_5min"]),
     Entry("cifar10_ladder_15min", "cifar10", ["experiment=cifar10_ladder_15min"]),
+    Entry("cifar10_airbench", "cifar10", ["experiment=cifar10_airbench"]),
 ]
 
 
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--only", nargs="*", help="run names to keep (default: all but the CIFAR-10 ladder)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every litvision run")
+    parser.add_argument("--first-seed", type=int, default=0, help="repeat r runs with seed first_seed + r")
     args = parser.parse_args()
     entries = [e for e in ENTRIES + LADDER if e.name in args.only] if args.only else ENTRIES
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,9 +144,10 @@ def main() -> None:
     for repeat in range(args.repeats):
         for entry in entries:
             run_dir = args.out / "runs" / f"{entry.name.split(',')[0].replace(' ', '_')}-{len(runs)}"
-            result = (run_tutorial_loop(entry, args.data_dir, repeat) if entry.reference else
-                      run_litvision(entry, args.data_dir.resolve(), repeat, run_dir.resolve(), args.override))
-            result |= {"name": entry.name, "repeat": repeat,
+            seed = args.first_seed + repeat
+            result = (run_tutorial_loop(entry, args.data_dir, seed) if entry.reference else
+                      run_litvision(entry, args.data_dir.resolve(), seed, run_dir.resolve(), args.override))
+            result |= {"name": entry.name, "repeat": repeat, "seed": seed,
                        "images_per_second": result["images"] / result["train_seconds"]}
             runs.append(result)
             print(f"[{repeat + 1}/{args.repeats}] {entry.name}: {result['train_seconds']:.1f} s, "

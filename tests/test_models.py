@@ -2,6 +2,7 @@
 a frozen backbone), the hand-written MLP of the MNIST notebook, and the Cogitare recipe's options."""
 
 import urllib.error
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -9,10 +10,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-
 from conftest import ROOT
 from litvision import UserError, instantiate
 from litvision.backbones import Backbone
+from litvision.lookahead import Lookahead
 from litvision.module import Classifier
 from litvision.scratch import SGD, ScratchMLP, cross_entropy
 from litvision.training import build_model, train
@@ -188,3 +189,108 @@ def test_label_smoothing_trains_and_mirrored_logits_evaluate(cfg_factory):
     _, tested = model._step((images, labels), "test")
     assert torch.allclose(tested, (logits + model.net(images.flip(-1))) / 2)
     assert not torch.allclose(tested, logits)
+
+
+def test_whitening_stem_decorrelates_the_patches_and_stays_frozen(cfg_factory):
+    cfg = cfg_factory("experiment=cifar10_airbench", "model.widths=[8,16,16]", "data.val_size=0.2")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = build_model(cfg, datamodule)
+    images = datamodule.normalize(datamodule.train_set[:5000][0])
+    stem = model.net.layers[0]
+
+    def covariance():  # of the 12 whitened directions over every 2x2 patch
+        out = F.conv2d(images, stem.weight)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+        return out.T @ out / len(out)
+
+    model.net.fit_to_data(images, eps=0)
+    assert torch.allclose(covariance(), torch.eye(12), atol=1e-2)  # decorrelated, unit variance
+    model.net.fit_to_data(images)  # as Classifier.setup does: eps damps the faintest directions
+    variances = covariance().diagonal()
+    assert torch.allclose(covariance(), variances.diag(), atol=1e-3) and ((0.1 < variances) & (variances <= 1)).all()
+    assert torch.equal(stem.weight[12:], -stem.weight[:12])
+    optimized = {id(p) for group in model.make_optimizer().param_groups for p in group["params"]}
+    assert id(stem.weight) not in optimized and id(stem.bias) in optimized
+
+
+def test_airbench_initialization_switches(cfg_factory):
+    net = instantiate(cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.dirac=true", "model.bn_weight=false",
+                                  "model.bn_momentum=0.4").model, input_shape=[3, 32, 32], num_classes=10)
+    for conv in [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][1:]:  # the stem is left as it is
+        x = torch.randn(1, conv.in_channels, 8, 8)
+        k = min(conv.in_channels, conv.out_channels)
+        assert torch.allclose(F.conv2d(x, conv.weight, padding=1)[:, :k], x[:, :k], atol=1e-6)  # identity on inputs
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not m.weight.requires_grad and m.bias.requires_grad and m.momentum == 0.4 for m in norms)
+    with pytest.raises(UserError, match=r"model.stem=16 .* use model.stem=24"):
+        instantiate(cfg_factory("model=airnet", "model.whiten=true", "model.stem=16").model, input_shape=[3, 32, 32],
+                    num_classes=10)
+
+
+def test_norm_layers_train_at_their_own_learning_rate_through_the_schedule(cfg_factory):
+    cfg = cfg_factory("experiment=cifar10_airbench", "model.widths=[8,16,16]", "data.val_size=0.2",
+                      "data.batch_size=32", "trainer.max_epochs=1")
+    model, _ = fit_steps(cfg, steps=2)
+    others, norms = model.optimizers().optimizer.param_groups
+    assert {id(p) for p in norms["params"]} == {id(m.bias) for m in model.net.modules()
+                                                 if isinstance(m, torch.nn.BatchNorm2d)}
+    assert norms["weight_decay"] == pytest.approx(others["weight_decay"] / 64)
+    assert norms["lr"] == pytest.approx(64 * others["lr"])  # still, two steps into the one-cycle schedule
+    assert others["lr"] != pytest.approx(cfg.optimizer.lr)
+
+
+def test_test_time_shift_averages_mirrors_and_shifted_copies(cfg_factory):
+    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "test_time_flip=true",
+                      "test_time_shift=1")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = build_model(cfg, datamodule).eval()
+    images, labels = datamodule.on_after_batch_transfer(datamodule.test_set[:8], 0)
+
+    def mirrored(x):
+        return (model.net(x) + model.net(x.flip(-1))) / 2
+
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    expected = mirrored(images) / 2 + (mirrored(padded[..., :32, :32]) + mirrored(padded[..., 2:, 2:])) / 4
+    _, tested = model._step((images, labels), "test")
+    assert torch.allclose(tested, expected, atol=1e-5)
+    assert not torch.allclose(tested, mirrored(images), atol=1e-3)
+
+
+def test_lookahead_pulls_the_slow_copy_and_restarts_from_it():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    module = L.LightningModule()
+    module.net = net
+    trainer = SimpleNamespace(global_step=0, estimated_stepping_batches=10)
+    lookahead = Lookahead(every=5, base=0.95)
+    lookahead.on_train_start(trainer, module)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    trainer.global_step = 4  # not a multiple of 5: nothing happens
+    lookahead.on_train_batch_end(trainer, module, None, None, 3)
+    assert torch.equal(net[0].weight, start + 1)
+    trainer.global_step = 5
+    lookahead.on_train_batch_end(trainer, module, None, None, 4)
+    decay = 0.95 ** 5 * 0.5 ** 3
+    assert torch.allclose(net[0].weight, start + (1 - decay))
+    assert torch.allclose(lookahead.slow["net.0.weight"], net[0].weight)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    trainer.global_step = 10  # the last step: the network becomes the slow copy
+    lookahead.on_train_batch_end(trainer, module, None, None, 9)
+    assert torch.allclose(net[0].weight, start + (1 - decay))
+    assert "net.1.num_batches_tracked" not in lookahead.slow  # integers are not averaged
+
+
+def test_ladder_30min_recipe_trains_and_its_checkpoint_tests_the_same(cfg_factory):
+    overrides = ["experiment=cifar10_airbench", "model.widths=[16,32,32]", "data.batch_size=64",
+                 "trainer.max_epochs=2", "logger=none"]
+    first = train(cfg_factory(*overrides, out="first"))
+    ckpt = ROOT / cfg_factory(out="first").paths.output_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=True)  # the lookahead's slow copy is plain tensors too
+    assert set(checkpoint["callbacks"]["Lookahead"]["slow"]) >= {"net.layers.0.weight"}
+    assert torch.equal(checkpoint["callbacks"]["Lookahead"]["slow"]["net.layers.2.weight"],
+                       checkpoint["state_dict"]["net.layers.2.weight"])  # trained weights are the averaged ones
+    stem = checkpoint["state_dict"]["net.layers.0.weight"]
+    assert torch.equal(stem[12:], -stem[:12])  # whitened from the data before training, then left frozen
+    again = train(cfg_factory(*overrides, "train=false", f"ckpt_path={ckpt}", out="eval"))
+    assert again["test/acc"] == first["test/acc"] and first["test/acc"] > 0.1

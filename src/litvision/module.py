@@ -17,6 +17,8 @@ from litvision import instantiate
 from litvision.scratch import cross_entropy
 
 STAGES = ("train", "val", "test")
+NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm, torch.nn.GroupNorm,
+         torch.nn.LayerNorm)
 
 
 class Classifier(L.LightningModule):
@@ -33,6 +35,8 @@ class Classifier(L.LightningModule):
         compile: bool = False,
         label_smoothing: float = 0.0,
         test_time_flip: bool = False,
+        test_time_shift: int = 0,
+        norm_lr_scale: float = 1.0,
     ) -> None:
         """net: a `_target_` config called with input_shape and num_classes. class_names, input_shape and the
         normalization (mean, std) the data module applied make a checkpoint usable alone (predict, export).
@@ -41,7 +45,9 @@ class Classifier(L.LightningModule):
         is a `_partial_` config called with the optimizer (plus interval, frequency, monitor). channels_last: NHWC
         memory layout for convolutions. compile: torch.compile the network (in place: checkpoint keys unchanged).
         label_smoothing: of the training loss. test_time_flip: validation and test average the logits of each image
-        and its mirror image."""
+        and its mirror image; test_time_shift=S: and of copies shifted by S pixels up-left and down-right (airbench's
+        level 2). norm_lr_scale: the normalization layers' parameters train at lr x this, with weight decay / this
+        (the same decay per step); airbench trains its BatchNorm biases 64x faster."""
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
         self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
@@ -66,20 +72,42 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        """A network that starts from the data (AirNet's whitening stem) sees the first 5,000 normalized training
+        images; when training resumes, the checkpoint's weights, restored after this, replace what it computed."""
+        fit_to_data = getattr(self.net, "fit_to_data", None)
+        if stage == "fit" and fit_to_data is not None:
+            data = self.trainer.datamodule
+            fit_to_data(data.normalize(data.train_set[:5000][0]))
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Metrics accumulate per step and are logged once per epoch: a self.log call per step would cost more
         than a LeNet step at batch 4."""
         images, labels = batch
-        logits = self(images)
         if stage == "train":
+            logits = self(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         else:
-            if self.hparams.test_time_flip:
-                logits = (logits + self(images.flip(-1))) / 2
+            logits = self._predict(images)
             loss = F.cross_entropy(logits, labels)
         getattr(self, f"{stage}_metrics").update(logits.detach(), labels)
         getattr(self, f"{stage}_loss").update(loss.detach(), len(labels))
         return loss, logits
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for evaluation, averaged over the test-time augmentations asked for."""
+        logits = self._mirrored(images)
+        shift = self.hparams.test_time_shift
+        if shift:
+            padded = F.pad(images, (shift,) * 4, mode="reflect")
+            h, w = images.shape[-2:]
+            shifted = (self._mirrored(padded[..., :h, :w]) + self._mirrored(padded[..., -h:, -w:])) / 2
+            logits = (logits + shifted) / 2
+        return logits
+
+    def _mirrored(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self(images)
+        return (logits + self(images.flip(-1))) / 2 if self.hparams.test_time_flip else logits
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.automatic_optimization:
@@ -154,13 +182,25 @@ class Classifier(L.LightningModule):
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         scheduler = dict(self.hparams.scheduler)
-        length = {}
-        if "total_steps" in scheduler["scheduler"] and scheduler["scheduler"]["total_steps"] is None:
-            length["total_steps"] = int(self.trainer.estimated_stepping_batches)  # OneCycleLR: the run's steps
-        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer, **length)
+        filled = {}
+        if scheduler["scheduler"].get("total_steps", 0) is None:
+            filled["total_steps"] = int(self.trainer.estimated_stepping_batches)  # OneCycleLR: the run's steps
+        if scheduler["scheduler"].get("max_lr", 0) is None:  # OneCycleLR: each parameter group peaks at its own lr
+            filled["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer, **filled)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Over the parameters that train: a frozen backbone's are left out."""
+        """Over the parameters that train: a frozen backbone's are left out. With norm_lr_scale, the normalization
+        layers' parameters form a second group."""
+        make = instantiate(self.hparams.optimizer)
+        scale = self.hparams.norm_lr_scale
         trainable = [p for p in self.parameters() if p.requires_grad or not self.automatic_optimization]
-        return instantiate(self.hparams.optimizer)(trainable)
+        if scale == 1:
+            return make(trainable)
+        norms = {id(p) for m in self.modules() if isinstance(m, NORMS) for p in m.parameters()}
+        others = [p for p in trainable if id(p) not in norms]
+        norm_params = [p for p in trainable if id(p) in norms]
+        lr, decay = make.keywords["lr"], make.keywords.get("weight_decay", 0.0)
+        return make([{"params": others},
+                     {"params": norm_params, "lr": lr * scale, "weight_decay": decay / scale}])

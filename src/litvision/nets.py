@@ -83,25 +83,52 @@ class AirNet(nn.Module):
     """A fast CIFAR-10 network after Keller Jordan's airbench: a 2x2-patch convolution stem, then per width a group
     of [3x3 conv, 2x2 max-pool, BatchNorm, GELU, 3x3 conv, BatchNorm, GELU] without residuals, a global max-pool
     and a bias-free linear head whose logits are scaled down (logit_scale) for a calmer start. widths=(64, 256,
-    256): about 0.24 GFLOPs an image; (32, 128, 128) a quarter of it."""
+    256): about 0.24 GFLOPs an image; (32, 128, 128) a quarter of it.
+
+    airbench's initialization, each a switch: whiten sets the stem's weights from the training data (fit_to_data:
+    the eigenvectors of its 2x2 patches' covariance, each scaled to unit variance, and their negatives) and freezes
+    them, so the first layer sees decorrelated pixels from the first step; dirac starts each conv as the identity on
+    its input channels; bn_weight=False fixes BatchNorm's scale at 1 (only its bias trains); bn_momentum is
+    torch's (airbench: 0.4)."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (64, 256, 256),
-                 stem: int = 24, logit_scale: float = 1 / 9) -> None:
+                 stem: int = 24, logit_scale: float = 1 / 9, whiten: bool = False, dirac: bool = False,
+                 bn_weight: bool = True, bn_momentum: float = 0.1) -> None:
         super().__init__()
         c = input_shape[0]
+        if whiten and stem != 2 * c * 4:
+            raise UserError(f"model.stem={stem} cannot hold a whitening of {c}-channel 2x2 patches: with "
+                            f"model.whiten=true use model.stem={2 * c * 4}")
         layers: list[nn.Module] = [nn.Conv2d(c, stem, 2), nn.GELU()]
         c = stem
         for width in widths:
-            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
-                       nn.GELU(), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.GELU()]
+            convs = [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.Conv2d(width, width, 3, padding=1, bias=False)]
+            norms = [nn.BatchNorm2d(width, momentum=bn_momentum) for _ in convs]
+            for conv, norm in zip(convs, norms):
+                if dirac:
+                    nn.init.dirac_(conv.weight[:conv.in_channels])
+                norm.weight.requires_grad = bn_weight
+            layers += [convs[0], nn.MaxPool2d(2), norms[0], nn.GELU(), convs[1], norms[1], nn.GELU()]
             c = width
         layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False)]
         self.layers = nn.Sequential(*layers)
-        self.logit_scale = logit_scale
+        self.logit_scale, self.whiten = logit_scale, whiten
+        self.layers[0].weight.requires_grad = not whiten
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x) * self.logit_scale
+
+    @torch.no_grad()
+    def fit_to_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """With whiten: the stem becomes a whitening of `images`' 2x2 patches (normalized training images)."""
+        if not self.whiten:
+            return
+        stem = self.layers[0]
+        c, h, w = stem.weight.shape[1:]
+        patches = images.float().unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).reshape(-1, c, h, w)
+        stem.weight.copy_(torch.cat([filters, -filters]))
 
 
 def _rate(dropout: float) -> float:

@@ -72,7 +72,8 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
                        class_names=datamodule.class_names, input_shape=datamodule.input_shape,
                        mean=datamodule.mean, std=datamodule.std,
                        channels_last=cfg.channels_last, compile=cfg.compile,
-                       label_smoothing=cfg.label_smoothing, test_time_flip=cfg.test_time_flip)
+                       label_smoothing=cfg.label_smoothing, test_time_flip=cfg.test_time_flip,
+                       test_time_shift=cfg.test_time_shift, norm_lr_scale=cfg.norm_lr_scale)
     try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
         model.make_optimizer()
     except (ValueError, TypeError) as e:
