@@ -281,7 +281,7 @@ def test_lookahead_pulls_the_slow_copy_and_restarts_from_it():
     assert "net.1.num_batches_tracked" not in lookahead.slow  # integers are not averaged
 
 
-def test_ladder_30min_recipe_trains_and_its_checkpoint_tests_the_same(cfg_factory):
+def test_airbench_recipe_trains_and_its_checkpoint_tests_the_same(cfg_factory):
     overrides = ["experiment=cifar10_airbench", "model.widths=[16,32,32]", "data.batch_size=64",
                  "trainer.max_epochs=2", "logger=none"]
     first = train(cfg_factory(*overrides, out="first"))
