@@ -20,10 +20,10 @@ MODELS = {"LeNet, CIFAR-10": ["data=cifar10", "model=lenet"], "ConvNet, MNIST": 
           "AirNet, CIFAR-10": ["data=cifar10", "model=airnet"]}
 VARIANTS = {
     "float32": [],
-    "channels_last": ["channels_last=true"],
+    "channels_last": ["classifier.channels_last=true"],
     "bf16-mixed": ["trainer.precision=bf16-mixed"],
-    "bf16-mixed + channels_last": ["trainer.precision=bf16-mixed", "channels_last=true"],
-    "torch.compile": ["compile=true"],
+    "bf16-mixed + channels_last": ["trainer.precision=bf16-mixed", "classifier.channels_last=true"],
+    "torch.compile": ["classifier.compile=true"],
 }
 
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from litvision.data import ImageDataModule  # noqa: E402
+from litvision.classifier import Normalize  # noqa: E402
+from litvision.datamodule import ImageDataModule  # noqa: E402
 from litvision.nets import LeNet  # noqa: E402
 
 BATCH = 256
@@ -46,12 +47,13 @@ def plain_loop(data_dir: Path, epochs: int = 2) -> float:
     datamodule.setup()
     torch.manual_seed(0)
     net = LeNet(datamodule.input_shape, 10)
+    normalize = Normalize(datamodule.mean, datamodule.std)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     for _ in range(epochs):
         start = time.perf_counter()
         for images, labels in datamodule.train_dataloader():
             optimizer.zero_grad()
-            loss = F.cross_entropy(net(datamodule.normalize(images)), labels)
+            loss = F.cross_entropy(net(normalize(images)), labels)
             loss.backward()
             optimizer.step()
         seconds = time.perf_counter() - start

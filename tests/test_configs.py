@@ -5,7 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, ROOT
-from litvision.data import ImageDataModule
+from litvision.datamodule import ImageDataModule
 from litvision.training import build_model
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "hparams_search")
@@ -79,3 +79,39 @@ def test_slurm_launcher_config_names_partition_gpus_and_time():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 4, 60)
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+
+
+def test_the_lightning_module_is_its_own_config_node_holding_network_optimizer_and_schedule(cfg_factory):
+    cfg = cfg_factory("model=mlp", "model.hidden=[32]", "optimizer=adam", "scheduler=cosine",
+                      "classifier.label_smoothing=0.1")
+    node = OmegaConf.to_container(cfg.classifier, resolve=True)
+    assert node["_target_"] == "litvision.classifier.Classifier"
+    assert node["net"] == OmegaConf.to_container(cfg.model, resolve=True)  # model= picks the network inside it
+    assert node["optimizer"]["_target_"] == "torch.optim.Adam" and node["scheduler"]["interval"] == "epoch"
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = build_model(cfg, datamodule)
+    hp = model.hparams
+    assert hp.label_smoothing == 0.1 and hp.net["hidden"] == [32] and hp.class_names == datamodule.class_names
+    assert (hp.input_shape, hp.mean, hp.std) == (datamodule.input_shape, datamodule.mean, datamodule.std)
+    assert all(type(value) in (dict, list) for value in (hp.net, hp.optimizer, hp.scheduler, hp.mean))  # plain data
+
+
+def test_the_15_minute_rung_is_the_5_minute_rung_trained_longer(cfg_factory):
+    five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment=cifar10_ladder_{m}min"), resolve=True)
+                     for m in (5, 15))
+    assert (five["trainer"].pop("max_epochs"), fifteen["trainer"].pop("max_epochs")) == (6, 17)
+    five["paths"], fifteen["paths"] = five["paths"] | {"output_dir": ""}, fifteen["paths"] | {"output_dir": ""}
+    assert five == fifteen
+
+
+def test_the_optuna_searches_share_one_base(cfg_factory):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfgs = {name: compose("train", overrides=[f"hparams_search={name}", "paths.root_dir=/r"], return_hydra_config=True)
+                for name in ("mnist_optuna", "cifar10_optuna")}
+        plain = compose("train", return_hydra_config=True)
+    assert plain.hydra.sweeper._target_.endswith("GridSweeper") and "optuna_pruning" not in plain.callbacks
+    for name, cfg in cfgs.items():
+        assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.study_name == name
+        assert cfg.hydra.sweep.dir.endswith(f"search/{name}") and cfg.callbacks.optuna_pruning.trial is None

@@ -1,4 +1,5 @@
-"""Data: every dataset kind loads into uint8 tensors, splits reproducibly, and batches come out normalized."""
+"""Data: every dataset kind loads into uint8 tensors, splits reproducibly, and batches come out as uint8 that the
+model normalizes."""
 
 import multiprocessing
 import pickle
@@ -14,8 +15,9 @@ from PIL import Image
 
 from conftest import FIXTURES
 from litvision import UserError
-from litvision.data import ImageDataModule
-from litvision.datasets import load
+from litvision.classifier import Normalize
+from litvision.datamodule import ImageDataModule
+from litvision.decoding import load
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -103,18 +105,22 @@ def test_validation_split_is_fixed_by_split_seed():
     assert len(datamodule(val_size=10).val_set) == 10
 
 
-def test_batches_are_normalized_on_the_device_hook():
+def test_batches_stay_uint8_and_the_model_normalizes_them_with_the_data_stats():
     dm = datamodule(mean=None, std=None, batch_size=240)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (240, 3, 32, 32) and labels.shape == (240,)
     x, y = dm.on_after_batch_transfer((images, labels), 0)
-    assert x.dtype == torch.float32 and torch.equal(y, labels)
+    assert torch.equal(x, images) and torch.equal(y, labels)
     # computed stats normalize the training split to mean 0, std 1 per channel
-    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
-    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
+    normalized = Normalize(dm.spec["mean"], dm.spec["std"])(images)
+    assert normalized.dtype == torch.float32
+    assert torch.allclose(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(normalized.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
     tutorial = datamodule(mean=[0.5], std=[0.5])
-    x, _ = tutorial.on_after_batch_transfer((images, labels), 0)
-    assert torch.allclose(x, images.float() / 255 * 2 - 1, atol=1e-6)
+    normalize = Normalize(tutorial.spec["mean"], tutorial.spec["std"])
+    assert torch.allclose(normalize(images), images.float() / 255 * 2 - 1, atol=1e-6)
+    # float images in [0, 1] (export's input) give the same as their uint8 originals
+    assert torch.allclose(normalize(images.float() / 255), normalize(images), atol=1e-6)
 
 
 def test_image_folder_converts_and_resizes_mixed_images(tmp_path):
@@ -170,7 +176,7 @@ def test_class_names_must_match_the_data():
 
 
 def test_decoded_data_is_cached_until_a_source_changes(tmp_path, monkeypatch):
-    import litvision.datasets as datasets
+    import litvision.decoding as decoding
 
     shutil.copytree(FIXTURES / "cifar10-jpeg", tmp_path / "images")
     first = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
@@ -181,7 +187,7 @@ def test_decoded_data_is_cached_until_a_source_changes(tmp_path, monkeypatch):
         raise AssertionError("decoded again although the cache is valid")
 
     with monkeypatch.context() as patch:
-        patch.setattr(datasets, "_decode_all", no_decoding)
+        patch.setattr(decoding, "_decode_all", no_decoding)
         again = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
     assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
 
@@ -235,7 +241,7 @@ def test_evaluation_split_across_processes_counts_each_image_once():
     from lightning.pytorch.utilities.data import _update_dataloader
     from torch.utils.data import DistributedSampler
 
-    from litvision.data import TensorImages
+    from litvision.datamodule import TensorImages
 
     dm = datamodule(batch_size=8)
     loader = dm._loader(TensorImages(dm.test_set.images, dm.test_set.labels, dm.test_set.index[:59]))

@@ -13,8 +13,8 @@ import torchvision
 from conftest import ROOT
 from litvision import UserError, instantiate
 from litvision.backbones import Backbone
-from litvision.lookahead import Lookahead
-from litvision.module import Classifier
+from litvision.callbacks.lookahead import Lookahead
+from litvision.classifier import Classifier
 from litvision.scratch import SGD, ScratchMLP, cross_entropy
 from litvision.training import build_model, train
 
@@ -177,17 +177,19 @@ def test_airnet_shapes_and_size(cfg_factory):
 
 
 def test_label_smoothing_trains_and_mirrored_logits_evaluate(cfg_factory):
-    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "label_smoothing=0.2",
-                      "test_time_flip=true")  # logits far from uniform at initialization
+    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "classifier.label_smoothing=0.2",
+                      "classifier.test_time_flip=true")  # logits far from uniform at initialization
     datamodule = instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule).eval()
     images, labels = datamodule.on_after_batch_transfer(datamodule.test_set[:16], 0)
-    logits = model.net(images)
-    loss, _ = model._step((images, labels), "train")
+    x = model.normalize(images)
+    logits = model.net(x)
+    model._trainer = SimpleNamespace(global_step=0, log_every_n_steps=10**6)  # what training_step reads of it
+    loss = model.training_step((images, labels), 0)
     assert torch.isclose(loss, F.cross_entropy(logits, labels, label_smoothing=0.2))
     assert not torch.isclose(loss, F.cross_entropy(logits, labels))
-    _, tested = model._step((images, labels), "test")
-    assert torch.allclose(tested, (logits + model.net(images.flip(-1))) / 2)
+    tested = model.test_step((images, labels), 0)
+    assert torch.allclose(tested, (logits + model.net(x.flip(-1))) / 2)
     assert not torch.allclose(tested, logits)
 
 
@@ -195,7 +197,7 @@ def test_whitening_stem_decorrelates_the_patches_and_stays_frozen(cfg_factory):
     cfg = cfg_factory("experiment=cifar10_airbench", "model.widths=[8,16,16]", "data.val_size=0.2")
     datamodule = instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule)
-    images = datamodule.normalize(datamodule.train_set[:5000][0])
+    images = model.normalize(datamodule.train_set[:5000][0])
     stem = model.net.layers[0]
 
     def covariance():  # of the 12 whitened directions over every 2x2 patch
@@ -239,20 +241,21 @@ def test_norm_layers_train_at_their_own_learning_rate_through_the_schedule(cfg_f
 
 
 def test_test_time_shift_averages_mirrors_and_shifted_copies(cfg_factory):
-    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "test_time_flip=true",
-                      "test_time_shift=1")
+    cfg = cfg_factory("model=airnet", "model.widths=[8,16,16]", "model.logit_scale=1000", "classifier.test_time_flip=true",
+                      "classifier.test_time_shift=1")
     datamodule = instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule).eval()
     images, labels = datamodule.on_after_batch_transfer(datamodule.test_set[:8], 0)
+    x = model.normalize(images)
 
     def mirrored(x):
         return (model.net(x) + model.net(x.flip(-1))) / 2
 
-    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-    expected = mirrored(images) / 2 + (mirrored(padded[..., :32, :32]) + mirrored(padded[..., 2:, 2:])) / 4
-    _, tested = model._step((images, labels), "test")
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    expected = mirrored(x) / 2 + (mirrored(padded[..., :32, :32]) + mirrored(padded[..., 2:, 2:])) / 4
+    tested = model.test_step((images, labels), 0)
     assert torch.allclose(tested, expected, atol=1e-5)
-    assert not torch.allclose(tested, mirrored(images), atol=1e-3)
+    assert not torch.allclose(tested, mirrored(x), atol=1e-3)
 
 
 def test_lookahead_pulls_the_slow_copy_and_restarts_from_it():

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import FIXTURES, ROOT
 from litvision import UserError
-from litvision.module import Classifier
+from litvision.classifier import Classifier
 from litvision.training import train
 
 DIGITS = [str(d) for d in range(10)]
@@ -132,3 +132,14 @@ def test_train_py_runs_and_returns_the_optimized_metric(tmp_path):
     assert "Accuracy of the network on the 100 test images" in done.stdout
     assert "Accuracy for class: 7" in done.stdout
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file() and report["config"]["seed"] == 0
+
+
+def test_checkpoint_written_before_the_model_owned_its_normalization_still_evaluates_the_same(cfg_factory):
+    """tests/fixtures/checkpoints/lenet_mnist_v0.1.ckpt: LeNet trained 3 epochs on the MNIST fixtures by litvision
+    0.1 (data module normalized, commit ff979a2), optimizer state stripped. That code tested it at 54% accuracy,
+    loss 2.2211015 on the fixtures' 100 test digits: the same checkpoint must give the same today."""
+    ckpt = FIXTURES / "checkpoints" / "lenet_mnist_v0.1.ckpt"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["mean"] == [0.1307]
+    metrics = train(cfg_factory("data=mnist", "train=false", f"ckpt_path={ckpt}", "logger=none"))
+    assert metrics["test/acc"] == pytest.approx(0.54)
+    assert metrics["test/loss"] == pytest.approx(2.2211015, rel=1e-6)

@@ -1,4 +1,7 @@
-"""Augmentation of whole uint8 batches on their device: one op per batch instead of PIL work per image."""
+"""Augmentation on whole batches on their device: training crops and flips of uint8 batches (one op per batch
+instead of PIL work per image), and the test-time averaging over mirrored and shifted copies."""
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,3 +27,22 @@ def random_flip(images: torch.Tensor) -> torch.Tensor:
     """RandomHorizontalFlip(0.5) for a batch: each image mirrored left-right with probability one half."""
     flip = torch.rand(len(images), device=images.device) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def test_time_logits(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, flip: bool,
+                     shift: int) -> torch.Tensor:
+    """Evaluation's augmentation: `net`'s logits for normalized `images`, averaged with those of each image's mirror
+    (flip) and (shift > 0) of copies shifted by `shift` pixels up-left and down-right, reflect-padded (airbench's
+    level 2)."""
+
+    def mirrored(x: torch.Tensor) -> torch.Tensor:
+        logits = net(x)
+        return (logits + net(x.flip(-1))) / 2 if flip else logits
+
+    logits = mirrored(images)
+    if shift:
+        padded = F.pad(images, (shift,) * 4, mode="reflect")
+        h, w = images.shape[-2:]
+        shifted = (mirrored(padded[..., :h, :w]) + mirrored(padded[..., -h:, -w:])) / 2
+        logits = (logits + shifted) / 2
+    return logits

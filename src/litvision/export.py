@@ -16,22 +16,9 @@ import torch
 from omegaconf import DictConfig
 
 from litvision import UserError, atomic_write
-from litvision.module import Classifier
+from litvision.classifier import Classifier
 
 log = logging.getLogger("litvision.export")
-
-
-class Normalized(torch.nn.Module):
-    """The network with its input normalization in front: images in [0, 1] -> logits."""
-
-    def __init__(self, model: Classifier) -> None:
-        super().__init__()
-        self.net = model.net
-        self.register_buffer("mean", torch.tensor(model.hparams.mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(model.hparams.std).view(1, -1, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net((images - self.mean) / self.std)
 
 
 def export_onnx(ckpt_path: str, output: str) -> Path:
@@ -44,8 +31,9 @@ def export_onnx(ckpt_path: str, output: str) -> Path:
     model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
     hp = model.hparams
     example = torch.rand(2, *hp.input_shape)
-    program = torch.onnx.export(Normalized(model).eval(), (example,), dynamo=True, input_names=["images"],
-                                output_names=["logits"], dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    # the model normalizes float images in [0, 1] itself
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                                dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
     proto = program.model_proto
     meta = {"class_names": list(hp.class_names), "input_shape": list(hp.input_shape), "mean": list(hp.mean),
             "std": list(hp.std), "input": "float images in [0, 1], (batch, channels, height, width)"}

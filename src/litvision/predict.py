@@ -16,9 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from litvision import UserError, atomic_write
-from litvision.data import normalize
-from litvision.datasets import IMAGE_EXTENSIONS, read_image
-from litvision.module import Classifier
+from litvision.classifier import Classifier
+from litvision.decoding import IMAGE_EXTENSIONS, read_image
 
 log = logging.getLogger("litvision.predict")
 
@@ -43,7 +42,7 @@ def predict(ckpt_path: str, inputs: list[str], top_k: int = 3, batch_size: int =
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.stack(images[start:start + batch_size]).to(device)
-            probabilities = model(normalize(batch, hp.mean, hp.std)).float().softmax(1)
+            probabilities = model(batch).float().softmax(1)  # uint8, as in training
             values, indices = probabilities.topk(top_k, dim=1)
             for path, p, i in zip(paths[start:start + batch_size], values.tolist(), indices.tolist()):
                 rows.append({"path": path, "classes": [hp.class_names[c] for c in i], "probabilities": p})

@@ -1,6 +1,6 @@
 """The MNIST notebook's "classifier from scratch": Linear, ReLU and the softmax cross-entropy with their forward
 and backward passes written by hand, and SGD's update written by hand; no autograd anywhere. Classifier trains a
-network that has a `backward` with Lightning's manual optimization (model=scratch_mlp optimizer=scratch_sgd)."""
+network that has a `hand_written_step` with Lightning's manual optimization (model=scratch_mlp optimizer=scratch_sgd)."""
 
 import math
 from collections.abc import Sequence
@@ -72,6 +72,17 @@ class ScratchMLP(nn.Module):
         """From dL/dlogits back through every layer, leaving dL/dparameter in each parameter's .grad."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+
+    def hand_written_step(self, images: torch.Tensor, labels: torch.Tensor,
+                          optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MNIST notebook's loop for one batch of normalized images: forward, the loss and its gradient,
+        backward and the optimizer's step. Returns the logits and the loss."""
+        optimizer.zero_grad()
+        logits = self(images)
+        loss, grad = cross_entropy(logits, labels)
+        self.backward(grad)  # fills each parameter's .grad
+        optimizer.step()
+        return logits, loss
 
 
 class SGD(torch.optim.Optimizer):

@@ -13,8 +13,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from litvision import UserError, atomic_write, instantiate
-from litvision.data import ImageDataModule
-from litvision.module import Classifier
+from litvision.classifier import Classifier
+from litvision.datamodule import ImageDataModule
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
-    """Set up the data, then a new model for its shape and classes, or (train=false) the model in cfg.ckpt_path
-    with the data prepared as that model was trained (normalization; size and channels of an image folder)."""
+    """A new model (cfg.classifier) for the data's classes, shape and normalization, or (train=false) the model in
+    cfg.ckpt_path with the data prepared as that model was trained (normalization; size and channels of an image
+    folder). The data is set up here, before Lightning would: the model is built from what it holds."""
     path = cfg.get("ckpt_path")
     if path and not Path(path).is_file():
         raise UserError(f"ckpt_path={path} is not a file: name a .ckpt file, e.g. "
@@ -68,16 +69,11 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         return model
     datamodule.prepare_data()
     datamodule.setup()
-    model = Classifier(net=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
-                       class_names=datamodule.class_names, input_shape=datamodule.input_shape,
-                       mean=datamodule.mean, std=datamodule.std,
-                       channels_last=cfg.channels_last, compile=cfg.compile,
-                       label_smoothing=cfg.label_smoothing, test_time_flip=cfg.test_time_flip,
-                       test_time_shift=cfg.test_time_shift, norm_lr_scale=cfg.norm_lr_scale)
+    model: Classifier = instantiate(cfg.classifier, **datamodule.spec)
     try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
         model.make_optimizer()
     except (ValueError, TypeError) as e:
-        raise UserError(f"optimizer {_plain(cfg.optimizer)} is invalid: {e}. Fix that value, e.g. "
+        raise UserError(f"optimizer {model.hparams.optimizer} is invalid: {e}. Fix that value, e.g. "
                         "optimizer.lr=0.001") from e
     return model
 
@@ -143,11 +139,6 @@ def _timed(fn, *args, **kwargs) -> float:
     start = time.perf_counter()
     fn(*args, **kwargs)
     return time.perf_counter() - start
-
-
-def _plain(node: Any) -> Any:
-    """Config node -> plain dicts and lists (what checkpoints may hold)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _instantiate_all(group: DictConfig | None) -> list:

@@ -3,7 +3,8 @@
 The search space is written in Hydra's sweep syntax (in hydra.sweeper.params or on the command line); each batch
 of n_jobs trials is asked from the study, launched through the configured launcher as ordinary jobs, and told its
 result. The study lives in storage (SQLite in the sweep folder by default), so running the same search again
-resumes it. Each job learns its trial through the `trial` override, which litvision.pruning.OptunaPruning reads
+resumes it. Each job learns its trial through the `callbacks.optuna_pruning.trial` override, which
+litvision.callbacks.pruning.OptunaPruning reads
 to report val accuracy per epoch and to stop a trial the pruner gives up on.
 
 Hydra imports every plugin module at start-up, for every command: optuna is imported only when a search runs."""
@@ -24,8 +25,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.litvision_sweepers.grid_sweeper import finish, job_of, prepare_sweep_dir
-from litvision.sweeps import Job
+from hydra_plugins.litvision_sweepers.summary import Job, finish, job_of, prepare_sweep_dir
 
 if TYPE_CHECKING:
     import optuna
@@ -80,7 +80,8 @@ class OptunaSweeper(Sweeper):
                                  "started with: set another hydra.sweeper.study_name or hydra.sweep.dir") from e
             batch = [fixed + [f"{name}={Override._get_value_element_as_str(value)}"
                               for name, value in trial.params.items()]
-                     + [f"trial={{number:{trial.number},study:'{self.study_name}',storage:'{storage}'}}"]
+                     + [f"++callbacks.optuna_pruning.trial={{number:{trial.number},study:'{self.study_name}',"
+                        f"storage:'{storage}'}}"]
                      for trial in trials]
             self.validate_batch_is_legal(batch)
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)

@@ -1,14 +1,23 @@
-"""The table that ends a sweep: one row per job (its overrides, the optimized metric, test accuracy, status),
-best first, printed and saved in the sweep folder as summary.csv and summary.md."""
+"""What both sweepers do with finished jobs: each launcher's JobReturn as a row, and the table that ends a sweep
+(one row per job: its overrides, the optimized metric, test accuracy, status), best first, printed and saved in
+the sweep folder as summary.csv and summary.md."""
 
 import csv
 import io
 import json
+import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf
 
 from litvision import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +30,45 @@ class Job:
     value: float | None
     folder: Path
     error: str = ""
+
+
+def prepare_sweep_dir(config: DictConfig) -> Path:
+    """The sweep folder, with the sweep's config saved in it as Hydra's own sweepers do."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    return sweep_dir
+
+
+def job_of(result: JobReturn) -> Job:
+    """A launcher's JobReturn as a summary row; a job that raised or returned NaN is failed."""
+    hydra = result.hydra_cfg.hydra
+    value: Any = result._return_value  # the exception when it failed (JobReturn.return_value would raise it)
+    job = Job(number=hydra.job.num, overrides=list(result.overrides),
+              status="ok", value=None, folder=Path(hydra.runtime.output_dir))
+    if result.status != JobStatus.COMPLETED:
+        job.status, job.error = "failed", error_text(value)
+    elif isinstance(value, float) and math.isnan(value):
+        job.status, job.error = "failed", "the optimized metric is NaN"
+    elif value is not None:
+        job.value = float(value)
+    return job
+
+
+def error_text(error: BaseException) -> str:
+    """One line: what a summary table can show of an exception (the job's log has the traceback)."""
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return text[:300]
+
+
+def finish(sweep_dir: Path, jobs: list[Job], config: DictConfig, maximize: bool, fail_on_errors: bool = True) -> None:
+    """Print and save the summary; fail the sweep (after every job ran) when any job failed and fail_on_errors."""
+    log.info("\n" + summarize(sweep_dir, jobs, config.get("optimized_metric") or "value", maximize))
+    failed = [job for job in jobs if job.status == "failed"]
+    if failed and fail_on_errors:  # exit 1 with the message alone: a traceback of the sweeper would say nothing more
+        log.error(f"{len(failed)} of {len(jobs)} jobs failed ({', '.join(str(j.number) for j in failed)}): "
+                  f"see {sweep_dir / 'summary.md'} and each job's log")
+        sys.exit(1)
 
 
 def summarize(sweep_dir: Path, jobs: list[Job], metric: str, maximize: bool = True) -> str:

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 class TestFigures(L.Callback):
     """Draws, when a test ends, `test/confusion_matrix`, `test/samples` (the first `samples` test images) and
     `test/confidently_wrong` (the `wrong` misclassified images with the highest predicted probability) into every
-    TensorBoard logger. Images are shown unnormalized, as the tutorial's imshow does."""
+    TensorBoard logger. Images are shown as they are on disk (the model normalizes them itself)."""
 
     def __init__(self, samples: int = 32, wrong: int = 32) -> None:
         self.n_samples, self.n_wrong = samples, wrong
@@ -49,8 +49,8 @@ class TestFigures(L.Callback):
         names = module.hparams.class_names
         images, labels, predicted = (torch.cat(parts)[: self.n_samples] for parts in zip(*self.samples))
         figures = {"test/confusion_matrix": self.confusion.plot(confusion, labels=names)[0],
-                   "test/samples": _grid(images, labels, predicted, names, module.hparams),
-                   "test/confidently_wrong": _grid(*self.wrong[1:], names, module.hparams, self.wrong[0])}
+                   "test/samples": _grid(images, labels, predicted, names),
+                   "test/confidently_wrong": _grid(*self.wrong[1:], names, self.wrong[0])}
         for logger in loggers:
             for tag, figure in figures.items():
                 logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
@@ -58,20 +58,19 @@ class TestFigures(L.Callback):
             plt.close(figure)
 
 
-def _grid(images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor, names: list[str], hparams,
+def _grid(images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor, names: list[str],
           confidence: torch.Tensor | None = None):
-    """A figure of images titled 'GroundTruth / Predicted' (and the prediction's probability), unnormalized."""
+    """A figure of uint8 images titled 'GroundTruth / Predicted' (and the prediction's probability)."""
     import matplotlib.pyplot as plt
 
     columns = 8
     rows = max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
-    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (hparams.mean, hparams.std))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= len(images):
             continue
-        image = (images[i].float() * std + mean).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+        image = images[i].permute(1, 2, 0).squeeze(-1)  # the batch as the data module hands it: uint8
         ax.imshow(image.numpy(), cmap="gray" if image.ndim == 2 else None)
         title = f"{names[labels[i]]} / {names[predicted[i]]}"
         if confidence is not None:

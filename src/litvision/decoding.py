@@ -1,19 +1,26 @@
-"""Read a dataset from disk into memory: uint8 images (N, C, H, W), int64 labels (N,) and class names.
+"""Files on disk -> a dataset in memory: uint8 images (N, C, H, W), int64 labels (N,) and class names.
 
-Decoding happens once per run, not once per image per epoch: every later step indexes tensors."""
+Decoding happens once, not once per image per epoch: every later step indexes tensors. The decoded tensors are
+kept on disk (`cached`), so that only the first run pays for decoding. A cache file is named by a hash of what was
+asked (dataset, size, channels) and of every source file's path, size and modification time: a changed source
+gets a new file. Files are written to a temporary name and renamed into place, so that runs building the same
+cache at once (a parallel sweep) never read or leave a half-written one."""
 
+import hashlib
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import os
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from litvision import UserError
-from litvision.cache import cached
+from litvision import UserError, atomic_write
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -28,7 +35,9 @@ class Split:
 
 
 @dataclass
-class Dataset:
+class Decoded:
+    """A dataset's decoded splits and class names."""
+
     train: Split
     test: Split
     classes: list[str]
@@ -50,7 +59,7 @@ def download(name: str, root: Path) -> None:
 
 
 def load(name: str, root: Path, image_size: Sequence[int] | None = None, channels: int | None = None,
-         cache_dir: Path | None = None) -> Dataset:
+         cache_dir: Path | None = None) -> Decoded:
     """Decode dataset `name` (cifar10, mnist or image_folder) found under `root`. With `cache_dir`, the decoded
     tensors are kept there and later runs load them instead, until a source file changes."""
     folder = root if name == "image_folder" else _cifar10_folder(root) if name == "cifar10" else None
@@ -69,8 +78,8 @@ def load(name: str, root: Path, image_size: Sequence[int] | None = None, channel
     return _from_dict(cached(build, name, sources, options, cache_dir))
 
 
-def _from_dict(data: dict) -> Dataset:
-    return Dataset(Split(**data["train"]), Split(**data["test"]), data["classes"])
+def _from_dict(data: dict) -> Decoded:
+    return Decoded(Split(**data["train"]), Split(**data["test"]), data["classes"])
 
 
 def _torchvision_files(name: str, root: Path) -> list[Path]:
@@ -82,7 +91,7 @@ def _torchvision_files(name: str, root: Path) -> list[Path]:
     return files
 
 
-def _load_torchvision(name: str, root: Path) -> Dataset:
+def _load_torchvision(name: str, root: Path) -> Decoded:
     cls = _torchvision_class(name)
     try:
         splits = [cls(str(root), train=train, download=False) for train in (True, False)]
@@ -90,7 +99,7 @@ def _load_torchvision(name: str, root: Path) -> Dataset:
         raise UserError(f"{name} in {root} is incomplete or corrupt ({e}): expected {_expected_files(name)}. "
                         "Delete it to download it again") from e
     train, test = (_from_torchvision(ds) for ds in splits)
-    return Dataset(train, test, list(splits[0].classes))
+    return Decoded(train, test, list(splits[0].classes))
 
 
 def _torchvision_class(name: str) -> Callable:
@@ -133,14 +142,14 @@ def _list_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[str,
 
 
 def _decode_image_folder(classes: list[str], files: dict[str, list[tuple[str, int]]],
-                         image_size: Sequence[int] | None, channels: int | None) -> Dataset:
+                         image_size: Sequence[int] | None, channels: int | None) -> Decoded:
     first = files["train"][0][0]
     if channels is None:
         channels = 1 if decode(first, None).shape[0] == 1 else 3
     if image_size is None:
         image_size = decode(first, channels).shape[1:]
     train, test = (_decode_all(files[split], channels, tuple(image_size)) for split in ("train", "test"))
-    return Dataset(train, test, classes)
+    return Decoded(train, test, classes)
 
 
 def _list_images(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
@@ -194,3 +203,32 @@ def decode(path: str, channels: int | None) -> torch.Tensor:
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[str | Path], options: Any,
+           cache_dir: Path | None) -> dict:
+    """build(), or its result saved by an earlier run with the same name, options and sources. Plain data only
+    (tensors, lists, strings): the file loads with torch.load(weights_only=True)."""
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / f"{name}-{signature(sources, options)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True, mmap=True)
+    data = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            torch.save(data, tmp)
+        log.info(f"decoded {name} cached in {path}")
+    except OSError as e:  # a read-only or full disk costs the next run a decode, not this run
+        log.warning(f"could not cache decoded {name} in {cache_dir} ({e}); set data.cache_dir to a writable folder")
+    return data
+
+
+def signature(sources: Sequence[str | Path], options: Any) -> str:
+    """Hash of the options and of each source's (absolute) path, size and modification time."""
+    digest = hashlib.sha256(repr(options).encode())
+    for path in sources:
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]

@@ -7,8 +7,8 @@ import lightning as L
 
 
 class OptunaPruning(L.Callback):
-    """trial: the `trial` key hydra/sweeper=optuna gives each job ({number, study, storage}); None, outside a search,
-    turns the callback off. The pruner is the sweeper's (hydra.sweeper.pruner): Optuna does not store pruners with
+    """trial: what hydra/sweeper=optuna gives each job as `callbacks.optuna_pruning.trial` ({number, study,
+    storage}); None, outside a search, turns the callback off. The pruner is the sweeper's (hydra.sweeper.pruner): Optuna does not store pruners with
     the study. Only rank 0 talks to the study; every process stops together."""
 
     def __init__(self, trial: dict[str, Any] | None = None, monitor: str = "val/acc") -> None:

@@ -1,5 +1,5 @@
 """Open TensorBoard in a real (headless) browser and check that runs and their accuracy scalars show:
-python -m litvision.browser_check LOGDIR [--screenshot tensorboard.png] [--expect TAG ...]
+python tests/browser_check.py LOGDIR [--screenshot tensorboard.png] [--expect TAG ...]
 (Debian: apt-get install chromium)
 
 Starts `tensorboard --logdir LOGDIR` on localhost, loads its scalars page in headless Chromium (a fresh profile,

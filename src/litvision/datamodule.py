@@ -1,8 +1,10 @@
-"""One LightningDataModule for every dataset: decoded once into memory, batches cut by indexing, and
-uint8 -> normalized float done per batch on the model's device (`on_after_batch_transfer`)."""
+"""The LightningDataModule for every dataset: decoded once into memory (litvision.decoding), batches cut by
+indexing, training batches augmented on the model's device (`on_after_batch_transfer`) and handed over as uint8.
+The model normalizes them itself, with the mean and std this module measured or was given (`spec`)."""
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -10,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from litvision import UserError
 from litvision.augment import random_crop, random_flip
-from litvision.datasets import download, load
+from litvision.decoding import download, load
 
 DATASETS = ("cifar10", "mnist", "image_folder")
 
@@ -120,6 +122,12 @@ class ImageDataModule(L.LightningDataModule):
     def input_shape(self) -> list[int]:
         return list(self.train_set.images.shape[1:])
 
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What a model must know of the data, as plain data its checkpoint keeps: class names, the (C, H, W) shape
+        of its uint8 images and the per-channel mean and std that normalize them. After setup()."""
+        return {"class_names": self.class_names, "input_shape": self.input_shape, "mean": self.mean, "std": self.std}
+
     def match(self, input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> None:
         """Prepare the data as a trained model expects it: its normalization and, for an image folder (any size
         and color), its image size and channels. Call before setup()."""
@@ -168,23 +176,14 @@ class ImageDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augmentation (training batches only), then normalization, on the device the batch is on."""
+        """Augmentation of training batches, on the device the batch is on; they stay uint8."""
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding)
             if self.flip:
                 images = random_flip(images)
-        return self.normalize(images), labels
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.mean, self.std)
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float (x / 255 - mean) / std, in one fused multiply-add on the images' device."""
-    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (mean, std))
-    return torch.addcmul(-mean / std, images.float(), 1 / (255 * std))
+        return images, labels
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:

@@ -1,0 +1,202 @@
+"""The one LightningModule: the network from config, its input normalization, cross-entropy, the optimizer and
+schedule from config, and overall and per-class accuracy for train/val/test.
+
+Its hyperparameters are plain data (config dicts, class names, input shape, normalization), never modules or
+partials, so a checkpoint rebuilds the model with `load_from_checkpoint` and loads with torch.load(weights_only=True).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.ops._utils import split_normalization_params
+
+from litvision import instantiate
+from litvision.augment import test_time_logits
+
+
+class Normalize(nn.Module):
+    """uint8 images (0-255), or float images in [0, 1], -> (x - mean) / std per channel: one fused multiply-add.
+    The model owns it, so training, evaluation, predict, export and a checkpoint all normalize the same way."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (mean, std))
+        # derived from the hyperparameters: not in the state dict
+        self.register_buffer("shift", -mean / std, persistent=False)
+        self.register_buffer("scale_uint8", 1 / (255 * std), persistent=False)
+        self.register_buffer("scale", 1 / std, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_uint8 if images.dtype == torch.uint8 else self.scale
+        return torch.addcmul(self.shift, images.float(), scale)
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        class_names: list[str],
+        input_shape: list[int],
+        mean: list[float],
+        std: list[float],
+        scheduler: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        label_smoothing: float = 0.0,
+        test_time_flip: bool = False,
+        test_time_shift: int = 0,
+        norm_lr_scale: float = 1.0,
+    ) -> None:
+        """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_` config called
+        with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry is a `_partial_` config
+        called with the optimizer. class_names, input_shape, mean and std come from the data module (its `spec`).
+        channels_last: NHWC memory layout for convolutions. compile: torch.compile the network (in place: checkpoint
+        keys unchanged). label_smoothing: of the training loss. test_time_flip/test_time_shift: evaluation averages
+        the logits of mirrored and shifted copies (litvision.augment.test_time_logits). norm_lr_scale: the
+        normalization layers' parameters train at lr x this, with weight decay / this (airbench: 64)."""
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
+        self.normalize = Normalize(mean, std)
+        self.net = instantiate(net, input_shape=input_shape, num_classes=len(class_names))
+        if net.get("weights"):  # pretrained weights are loaded once, here; a checkpoint holds its own weights
+            self.hparams.net = {**net, "weights": None}
+        # a network with a hand-written step (litvision.scratch) trains without autograd: manual optimization
+        self.automatic_optimization = not hasattr(self.net, "hand_written_step")
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
+        self.train_metrics, self.val_metrics, self.test_metrics = (EpochMetrics(len(class_names)) for _ in range(3))
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the data module hands them (or float in [0, 1]) -> logits."""
+        return self._net(self.normalize(images))
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        """A network that starts from the data (AirNet's whitening stem) sees the first 5,000 normalized training
+        images; when training resumes, the checkpoint's weights, restored after this, replace what it computed."""
+        fit_to_data = getattr(self.net, "fit_to_data", None)
+        if stage == "fit" and fit_to_data is not None:
+            fit_to_data(self.normalize(self.trainer.datamodule.train_set[:5000][0]))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.automatic_optimization:
+            logits = self(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        else:  # forward, backward and update written by hand: no autograd graph is built
+            logits, loss = self.net.hand_written_step(self.normalize(images), labels, self.optimizers())
+            if self._manual_scheduler_interval() == "step":
+                self.lr_schedulers().step()
+        self.train_metrics.update(logits.detach(), labels, loss.detach())
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
+            self.log("train/loss_step", loss, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Returns the logits, for callbacks that show predictions (litvision.callbacks.figures)."""
+        return self._evaluate(batch, self.test_metrics)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: "EpochMetrics") -> torch.Tensor:
+        images, labels = batch
+        logits = test_time_logits(self._net, self.normalize(images), self.hparams.test_time_flip,
+                                  self.hparams.test_time_shift)
+        metrics.update(logits, labels, F.cross_entropy(logits, labels))
+        return logits
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check validation
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", self.train_metrics)
+        if self._manual_scheduler_interval() == "epoch":
+            self.lr_schedulers().step()
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._log_epoch("val", self.val_metrics)
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_metrics)
+
+    def _log_epoch(self, stage: str, metrics: "EpochMetrics") -> torch.Tensor:
+        """Loss, overall and per-class accuracy of the epoch, one scalar per class named by the class."""
+        loss, acc, per_class = metrics.compute_and_reset()
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/acc", acc, prog_bar=True)
+        self.log_dict({f"{stage}/acc_class/{name}": value for name, value in zip(self.hparams.class_names, per_class)})
+        return acc
+
+    def _manual_scheduler_interval(self) -> str | None:
+        """"step" or "epoch" when this module must step a scheduler itself (manual optimization), else None."""
+        if self.automatic_optimization or not self.hparams.scheduler:
+            return None
+        return self.hparams.scheduler.get("interval", "epoch")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.make_optimizer()
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        scheduler = dict(self.hparams.scheduler)
+        filled = {}
+        if scheduler["scheduler"].get("total_steps", 0) is None:
+            filled["total_steps"] = int(self.trainer.estimated_stepping_batches)  # OneCycleLR: the run's steps
+        if scheduler["scheduler"].get("max_lr", 0) is None:  # OneCycleLR: each parameter group peaks at its own lr
+            filled["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+        scheduler["scheduler"] = instantiate(scheduler["scheduler"])(optimizer, **filled)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Over the parameters that train (a frozen backbone's are left out; a hand-written network's have no
+        autograd but train). With norm_lr_scale, the normalization layers' parameters form a second group."""
+        make = instantiate(self.hparams.optimizer)
+        scale = self.hparams.norm_lr_scale
+        if not self.automatic_optimization:
+            return make(list(self.parameters()))
+        if scale == 1:
+            return make([p for p in self.parameters() if p.requires_grad])
+        norms, others = split_normalization_params(self)
+        lr, decay = make.keywords["lr"], make.keywords.get("weight_decay", 0.0)
+        return make([{"params": others}, {"params": norms, "lr": lr * scale, "weight_decay": decay / scale}])
+
+
+class EpochMetrics(nn.Module):
+    """A stage's loss, overall and per-class accuracy, accumulated per step and computed once per epoch: a
+    self.log call per step would cost more than a LeNet step at batch 4. "acc" and "acc_class" share one state
+    (torchmetrics' compute groups)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.accuracy = MetricCollection({  # labels come from the data module: no validation per step
+            "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+            "acc_class": MulticlassAccuracy(num_classes, average=None, validate_args=False)})
+        self.loss = MeanMetric()
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        self.accuracy.update(logits, labels)
+        self.loss.update(loss, len(labels))
+
+    def compute_and_reset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values, loss = self.accuracy.compute(), self.loss.compute()
+        self.accuracy.reset()
+        self.loss.reset()
+        return loss, values["acc"], values["acc_class"]
