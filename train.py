@@ -9,6 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from litvision import UserError
 
@@ -32,21 +33,31 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
+    except MissingMandatoryValue as e:  # a ??? value in the config that the command line did not give
+        raise_or_exit(UserError(f"{e.full_key} is not set: give it, e.g. {e.full_key}=/path/to/images"
+                                if e.full_key == "data.root" else f"{e.full_key} is not set: give {e.full_key}=VALUE"),
+                      multirun)
     except UserError as e:
-        log.error(f"error: {e}")
-        if multirun:
-            raise  # the sweeper lists the job as failed and runs the others
-        sys.exit(1)
+        raise_or_exit(e, multirun)
     except Exception as e:
-        if multirun:  # Hydra hands the exception to the sweeper but logs nothing: put it in the job's log
-            from optuna import TrialPruned
+        from optuna import TrialPruned
 
-            if isinstance(e, TrialPruned):
-                log.info(f"pruned: {e}")
-            else:
-                log.exception("the job failed")
-        raise
+        if isinstance(e, TrialPruned):
+            log.info(f"pruned: {e}")
+            raise
+        log.exception("the run failed")  # the traceback goes to the run's train.log too
+        if multirun:  # the sweeper lists the job as failed, with this error, and runs the others
+            raise
+        sys.exit(1)
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+
+
+def raise_or_exit(error: UserError, multirun: bool) -> None:
+    """A user error is one line; in a sweep the job fails with it and the others run."""
+    log.error(f"error: {error}")
+    if multirun:
+        raise error
+    sys.exit(1)
 
 
 if __name__ == "__main__":

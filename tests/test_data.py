@@ -160,11 +160,16 @@ def test_missing_empty_and_corrupt_folders(tmp_path):
     with pytest.raises(UserError, match="no class folders in .*train"):
         load("image_folder", tmp_path)
     (tmp_path / "train" / "a").mkdir()
-    (tmp_path / "test" / "a").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"train has one class folder \(a\): a classifier needs at least two"):
+        load("image_folder", tmp_path)
+    for name in ("a", "b"):
+        (tmp_path / "train" / name).mkdir(exist_ok=True)
+        (tmp_path / "test" / name).mkdir(parents=True)
     with pytest.raises(UserError, match=r"no images .* in .*train/CLASS/"):
         load("image_folder", tmp_path)
-    Image.new("RGB", (8, 8)).save(tmp_path / "train/a/ok.png")
-    Image.new("RGB", (8, 8)).save(tmp_path / "test/a/ok.png")
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "ok.png")
     (tmp_path / "train/a/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(UserError, match=r"cannot decode image .*broken.jpg .*delete or replace that file"):
         load("image_folder", tmp_path)

@@ -50,8 +50,9 @@ def test_bad_values_stop_before_training(cfg_factory, override, message):
 
 def test_corrupt_image_is_named(cfg_factory, tmp_path):
     for split in ("train", "test"):
-        (tmp_path / "data" / split / "a").mkdir(parents=True)
-        Image.new("RGB", (32, 32)).save(tmp_path / "data" / split / "a" / "fine.png")
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / "data" / split / name / "fine.png")
     (tmp_path / "data/train/a/cat.jpg").write_bytes(b"GIF89a not really")
     with pytest.raises(UserError, match=r"cannot decode image .*cat.jpg"):
         train(cfg_factory("data=image_folder", f"data.root={tmp_path / 'data'}", "data.val_size=0"))

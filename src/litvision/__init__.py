@@ -5,6 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 
 class UserError(ValueError):
     """Bad input from the user (config value, data folder, image file). Its message names the bad value and
@@ -15,12 +17,46 @@ class UserError(ValueError):
 def atomic_write(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it when the block succeeds and removed when it fails: `path`
     is whole or as it was, never half-written, also when several processes write it at once."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process; created with the usual permissions
+    tmp = temporary_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writable_output(path: Path) -> None:
+    """Before any work: a UserError naming `path` if the folder it goes into is missing or not writable."""
+    folder = path.parent.resolve()
+    if not folder.is_dir():
+        raise UserError(f"output={path}: the folder {folder} does not exist; create it or give another output")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output={path}: the folder {folder} is not writable; give another output")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: beside it (the rename is atomic only within one
+    filesystem), one per process."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def remove_orphans(folder: Path) -> None:
+    """Delete the temporary files (temporary_path) in `folder` whose writer is no longer running: what a killed
+    process left behind."""
+    for tmp in folder.glob("*.*.tmp"):
+        pid = tmp.suffixes[-2][1:]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def instantiate(node, **kwargs):
@@ -34,3 +70,16 @@ def instantiate(node, **kwargs):
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
         raise
+
+
+def resumed_run_dir(ckpt_path: str | None, train: bool, default: str) -> str:
+    """hydra.run.dir (conf/hydra/default.yaml): a training run resumed from RUN/checkpoints/NAME.ckpt continues in
+    RUN, so its checkpoints, logs and metrics stay together and the best checkpoint of every epoch is at hand; any
+    other run (evaluation included) gets `default`, a new dated folder."""
+    path = Path(ckpt_path) if ckpt_path else None
+    if train and path is not None and path.is_file() and path.resolve().parent.name == "checkpoints":
+        return str(path.resolve().parent.parent)
+    return default
+
+
+OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, replace=True)

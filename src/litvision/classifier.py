@@ -12,12 +12,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.ops._utils import split_normalization_params
 
-from litvision import instantiate
+from litvision import UserError, instantiate
 from litvision.augment import test_time_logits
+
+
+class Diverged(UserError):
+    """Training produced a non-finite loss: the run stops, says so, and exits non-zero."""
 
 
 class Normalize(nn.Module):
@@ -75,6 +79,8 @@ class Classifier(L.LightningModule):
             self.net.compile()
         self.train_metrics, self.val_metrics, self.test_metrics = (EpochMetrics(len(class_names)) for _ in range(3))
         self.val_acc_best = MaxMetric()
+        self.restored_val_acc_best: float | None = None  # the best of the epochs a resumed checkpoint had seen
+        self.config_choices: dict[str, str] = {}  # the run's config-group choices (model=lenet ...), set by train()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images as the data module hands them (or float in [0, 1]) -> logits."""
@@ -101,6 +107,12 @@ class Classifier(L.LightningModule):
             logits, loss = self.net.hand_written_step(self.normalize(images), labels, self.optimizers())
             if self._manual_scheduler_interval() == "step":
                 self.lr_schedulers().step()
+        if not torch.isfinite(loss):  # a diverged run must not end with a normal-looking accuracy
+            lr = self.optimizers().param_groups[0]["lr"]
+            raise Diverged(f"the training loss is {loss.item()} at step {self.global_step} (epoch "
+                           f"{self.current_epoch}, lr {lr:.4g}): the run diverged. Lower optimizer.lr (now "
+                           f"{self.hparams.optimizer.get('lr')}) or add gradient clipping "
+                           "(trainer.gradient_clip_val=1.0)")
         self.train_metrics.update(logits.detach(), labels, loss.detach())
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             self.log("train/loss_step", loss, prog_bar=True)
@@ -123,6 +135,17 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check validation
+        if self.restored_val_acc_best is not None:  # resumed: the best covers the epochs before, too
+            self.val_acc_best.update(torch.tensor(self.restored_val_acc_best))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Beside Lightning's state: the best val accuracy so far, and the config-group choices that name a
+        mismatch when the checkpoint is resumed by another run."""
+        best = float(self.val_acc_best.compute()) if self.val_acc_best.update_called else self.restored_val_acc_best
+        checkpoint["litvision"] = {"val_acc_best": best, "choices": dict(self.config_choices)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored_val_acc_best = checkpoint.get("litvision", {}).get("val_acc_best")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
@@ -140,7 +163,8 @@ class Classifier(L.LightningModule):
 
     def _log_epoch(self, stage: str, metrics: "EpochMetrics") -> torch.Tensor:
         """Loss, overall and per-class accuracy of the epoch, one scalar per class named by the class."""
-        loss, acc, per_class = metrics.compute_and_reset()
+        loss, acc, per_class, images = metrics.compute_and_reset()
+        self.log(f"{stage}/images", images, logger=False)  # how many were evaluated, for the report
         self.log(f"{stage}/loss", loss, prog_bar=True)
         self.log(f"{stage}/acc", acc, prog_bar=True)
         self.log_dict({f"{stage}/acc_class/{name}": value for name, value in zip(self.hparams.class_names, per_class)})
@@ -190,13 +214,16 @@ class EpochMetrics(nn.Module):
             "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
             "acc_class": MulticlassAccuracy(num_classes, average=None, validate_args=False)})
         self.loss = MeanMetric()
+        self.images = SumMetric()
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         self.accuracy.update(logits, labels)
         self.loss.update(loss, len(labels))
+        self.images.update(len(labels))
 
-    def compute_and_reset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        values, loss = self.accuracy.compute(), self.loss.compute()
-        self.accuracy.reset()
-        self.loss.reset()
-        return loss, values["acc"], values["acc_class"]
+    def compute_and_reset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, overall accuracy, per-class accuracy and the count of images, over every process."""
+        values, loss, images = self.accuracy.compute(), self.loss.compute(), self.images.compute()
+        for metric in (self.accuracy, self.loss, self.images):
+            metric.reset()
+        return loss, values["acc"], values["acc_class"], images

@@ -106,6 +106,9 @@ class ImageDataModule(L.LightningDataModule):
                  "a count of images (e.g. 5000) or a fraction of train below 1 (e.g. 0.1)")
         _require(std is None or all(s > 0 for s in std), "data.std", std, "positive values, or null to compute them")
         _require(channels in (None, 1, 3), "data.channels", channels, "1 (grayscale), 3 (RGB) or null")
+        sizes = [image_size] * 2 if isinstance(image_size, int) else list(image_size or [1, 1])
+        _require(len(sizes) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes),
+                 "data.image_size", image_size, "a positive size in pixels (e.g. 32), [height, width], or null")
         _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
         self.dataset, self.root = dataset, Path(root).expanduser()
         self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed

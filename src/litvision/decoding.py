@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from litvision import UserError, atomic_write
+from litvision import UserError, atomic_write, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ def _list_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[str,
     if not classes:
         raise UserError(f"no class folders in {root / 'train'}: image_folder expects {root}/train/CLASS/*.jpg "
                         "(one folder per class) and the same under test/")
+    if len(classes) == 1:
+        raise UserError(f"{root / 'train'} has one class folder ({classes[0]}): a classifier needs at least two "
+                        "classes, one folder each")
     return classes, {split: _list_images(root / split, classes) for split in ("train", "test")}
 
 
@@ -213,15 +216,21 @@ def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[str
         return build()
     path = Path(cache_dir) / f"{name}-{signature(sources, options)}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True, mmap=True)
+        try:
+            return torch.load(path, weights_only=True, mmap=True)
+        except Exception as e:  # truncated or corrupt: the cache is optional, so it costs a decode, not the run
+            log.warning(f"the decoded-data cache {path} is unreadable ({type(e).__name__}): deleted, decoding again")
+            path.unlink(missing_ok=True)
     data = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(path.parent)  # what killed writers left
         with atomic_write(path) as tmp:
             torch.save(data, tmp)
         log.info(f"decoded {name} cached in {path}")
-    except OSError as e:  # a read-only or full disk costs the next run a decode, not this run
-        log.warning(f"could not cache decoded {name} in {cache_dir} ({e}); set data.cache_dir to a writable folder")
+    except (OSError, RuntimeError) as e:  # read-only or full disk (torch.save's zip writer raises RuntimeError)
+        log.warning(f"could not cache decoded {name} in {cache_dir} ({str(e).splitlines()[0]}): the next run decodes "
+                    "again; set data.cache_dir to a writable folder with space")
     return data
 
 

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from litvision import UserError, atomic_write
+from litvision import UserError, atomic_write, checkpoints, writable_output
 from litvision.classifier import Classifier
 
 log = logging.getLogger("litvision.export")
 
 
 def export_onnx(ckpt_path: str, output: str) -> Path:
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path={ckpt_path} is not a file: name a .ckpt written by train.py")
+    path = Path(output)
+    writable_output(path)
+    checkpoints.load(ckpt_path)  # one clear line for a missing or bad file
     try:
         import onnx
     except ImportError as e:
@@ -38,7 +39,6 @@ def export_onnx(ckpt_path: str, output: str) -> Path:
     meta = {"class_names": list(hp.class_names), "input_shape": list(hp.input_shape), "mean": list(hp.mean),
             "std": list(hp.std), "input": "float images in [0, 1], (batch, channels, height, width)"}
     proto.metadata_props.add(key="litvision", value=json.dumps(meta))
-    path = Path(output)
     with atomic_write(path) as tmp:
         onnx.save(proto, tmp)
     return path
@@ -47,6 +47,9 @@ def export_onnx(ckpt_path: str, output: str) -> Path:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     try:
+        if OmegaConf.is_missing(cfg, "ckpt_path"):
+            raise UserError("ckpt_path not given. Usage: python -m litvision.export ckpt_path=PATH.ckpt "
+                            "[output=model.onnx]")
         path = export_onnx(cfg.ckpt_path, cfg.output)
     except UserError as e:
         log.error(f"error: {e}")

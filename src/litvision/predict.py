@@ -13,9 +13,9 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from litvision import UserError, atomic_write
+from litvision import UserError, atomic_write, checkpoints, writable_output
 from litvision.classifier import Classifier
 from litvision.decoding import IMAGE_EXTENSIONS, read_image
 
@@ -25,8 +25,11 @@ log = logging.getLogger("litvision.predict")
 def predict(ckpt_path: str, inputs: list[str], top_k: int = 3, batch_size: int = 256,
             device: str = "cpu") -> list[dict]:
     """One row per file: path, then classes and probabilities best first, or the error that made it skip."""
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path={ckpt_path} is not a file: name a .ckpt written by train.py")
+    for key, value in (("top_k", top_k), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key}={value!r} is invalid: it must be a positive integer, e.g. {key}=3")
+    check_device(device)
+    checkpoints.load(ckpt_path)  # one clear line for a missing or bad file
     model = Classifier.load_from_checkpoint(ckpt_path, map_location=device).eval()
     hp = model.hparams
     channels, size = hp.input_shape[0], tuple(hp.input_shape[1:])
@@ -65,6 +68,15 @@ def _files(inputs: list[str]) -> list[str]:
     return files
 
 
+def check_device(device: str) -> None:
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"device={device!r} is not a device: use cpu or cuda") from e
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={device}: this machine has no CUDA GPU that torch can use; use device=cpu")
+
+
 def write_csv(rows: list[dict], path: Path, top_k: int) -> None:
     header = ["path"] + [f"{kind}_{k}" for k in range(1, top_k + 1) for kind in ("class", "probability")] + ["error"]
     with atomic_write(path) as tmp, tmp.open("w", newline="") as file:
@@ -77,8 +89,14 @@ def write_csv(rows: list[dict], path: Path, top_k: int) -> None:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
     try:
+        missing = [key for key in ("ckpt_path", "inputs") if OmegaConf.is_missing(cfg, key)]
+        if missing:
+            raise UserError(f"{' and '.join(missing)} not given. Usage: python -m litvision.predict "
+                            "ckpt_path=PATH.ckpt inputs=DIR_OR_FILE [top_k=3] [output=predictions.csv]")
+        inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+        output = Path(cfg.output)
+        writable_output(output)
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.batch_size, cfg.device)
     except UserError as e:
         log.error(f"error: {e}")
@@ -90,7 +108,6 @@ def main(cfg: DictConfig) -> None:
         else:
             ranked = ", ".join(f"{c} {100 * p:.1f}%" for c, p in zip(row["classes"], row["probabilities"]))
             print(f"{row['path']}: {ranked}")
-    output = Path(cfg.output)
     write_csv(rows, output, top_k)
     print(f"{sum('error' not in r for r in rows)} images classified, {sum('error' in r for r in rows)} skipped; "
           f"wrote {output}")

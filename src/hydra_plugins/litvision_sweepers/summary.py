@@ -56,9 +56,14 @@ def job_of(result: JobReturn) -> Job:
 
 
 def error_text(error: BaseException) -> str:
-    """One line: what a summary table can show of an exception (the job's log has the traceback)."""
-    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-    return text[:300]
+    """One line, the real reason: the innermost cause of a wrapped exception (Hydra's InstantiationException,
+    torch's ProcessRaisedException carry it in their cause or text); the job's log has the traceback."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):  # a child process's traceback: its last line says it
+        return lines[-1][:300]
+    return f"{type(error).__name__}: {' '.join(lines)}"[:300]
 
 
 def finish(sweep_dir: Path, jobs: list[Job], config: DictConfig, maximize: bool, fail_on_errors: bool = True) -> None:

@@ -14,17 +14,21 @@ class OptunaPruning(L.Callback):
     def __init__(self, trial: dict[str, Any] | None = None, monitor: str = "val/acc") -> None:
         self.where, self.monitor = trial, monitor
         self.trial = None
+        self.pruner = None
+        if trial is not None:  # read here, in the job's process: a process that ddp_spawn starts has no HydraConfig
+            from hydra.core.hydra_config import HydraConfig
+            from omegaconf import OmegaConf
+
+            self.pruner = OmegaConf.to_container(HydraConfig.get().sweeper.pruner, resolve=True)
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if self.where is None or stage != "fit" or trainer.global_rank != 0:
             return
         import optuna
-        from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate
 
         storage = optuna.storages.get_storage(self.where["storage"])
-        study = optuna.load_study(study_name=self.where["study"], storage=storage,
-                                  pruner=instantiate(HydraConfig.get().sweeper.pruner))
+        study = optuna.load_study(study_name=self.where["study"], storage=storage, pruner=instantiate(self.pruner))
         study_id = storage.get_study_id_from_name(self.where["study"])
         self.trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id,
                                                                                           self.where["number"]))
