@@ -153,25 +153,26 @@ def test_bad_arguments_name_the_value(kwargs, message):
         datamodule(**kwargs)
 
 
-def test_missing_empty_and_corrupt_folders(tmp_path):
+def test_missing_empty_and_corrupt_folders(tmp_path, caplog):
     with pytest.raises(UserError, match=rf"data.root={tmp_path / 'nope'} does not exist"):
         load("image_folder", tmp_path / "nope")
-    (tmp_path / "train").mkdir()
-    with pytest.raises(UserError, match="no class folders in .*train"):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "test").mkdir()
+    with pytest.raises(UserError, match="no class folders with images in .*train"):  # an empty folder is no class
         load("image_folder", tmp_path)
-    (tmp_path / "train" / "a").mkdir()
-    with pytest.raises(UserError, match=r"train has one class folder \(a\): a classifier needs at least two"):
+    assert "class folder a hold no images" in caplog.text
+    Image.new("RGB", (8, 8)).save(tmp_path / "train/a/ok.png")
+    with pytest.raises(UserError, match=r"has 1 class \(a\): a classifier needs at least two classes"):
+        load("image_folder", tmp_path)
+    (tmp_path / "train" / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train/b/ok.png")
+    with pytest.raises(UserError, match=r"no images .* in .*test/CLASS/"):
         load("image_folder", tmp_path)
     for name in ("a", "b"):
-        (tmp_path / "train" / name).mkdir(exist_ok=True)
-        (tmp_path / "test" / name).mkdir(parents=True)
-    with pytest.raises(UserError, match=r"no images .* in .*train/CLASS/"):
-        load("image_folder", tmp_path)
-    for split in ("train", "test"):
-        for name in ("a", "b"):
-            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "ok.png")
+        (tmp_path / "test" / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "test" / name / "ok.png")
     (tmp_path / "train/a/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(UserError, match=r"cannot decode image .*broken.jpg .*delete or replace that file"):
+    with pytest.raises(UserError, match=r"1 of 5 image files cannot be decoded: broken.jpg .*Delete or replace"):
         load("image_folder", tmp_path)
 
 
@@ -192,7 +193,7 @@ def test_decoded_data_is_cached_until_a_source_changes(tmp_path, monkeypatch):
         raise AssertionError("decoded again although the cache is valid")
 
     with monkeypatch.context() as patch:
-        patch.setattr(decoding, "_decode_all", no_decoding)
+        patch.setattr(decoding, "decode_all", no_decoding)
         again = load("image_folder", tmp_path / "images", cache_dir=tmp_path / "cache")
     assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
 

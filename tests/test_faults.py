@@ -320,7 +320,7 @@ def test_an_image_folder_of_one_class_is_one_line(tmp_path):
         (tmp_path / "one" / split / "cats" / "a.png").write_bytes((FIXTURES / "cifar10-jpeg" / "test" / "cat").glob(
             "*.jpg").__next__().read_bytes())
     one_line_error(train_py("data=image_folder", f"data.root={tmp_path / 'one'}", f"hydra.run.dir={tmp_path / 'r'}"),
-                   "has one class folder (cats): a classifier needs at least two classes")
+                   "has 1 class (cats): a classifier needs at least two classes")
 
 
 @pytest.mark.parametrize(("args", "expected"), [

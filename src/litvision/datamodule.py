@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from litvision import UserError
 from litvision.augment import random_crop, random_flip
-from litvision.decoding import download, load
+from litvision.decoding import Decoded, Split, download, load
 
 DATASETS = ("cifar10", "mnist", "image_folder")
 
@@ -69,12 +69,16 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
 
 
 class ImageDataModule(L.LightningDataModule):
-    """CIFAR-10, MNIST or an image folder, with a validation split carved from train by a fixed seed.
+    """CIFAR-10, MNIST or an image folder, with a validation split: the data's own (an image folder's val/, or the
+    split of a flat folder), else carved from train by a fixed seed; or, with folds=K, the fold-th of K stratified
+    folds of the training images (k-fold cross-validation: python train.py -m data.folds=5 data.fold=0,1,2,3,4).
 
     mean/std: per-channel normalization in [0, 1] units (one value is used for every channel); None computes
     them from the training split. class_names: None takes the dataset's own (folder names for image_folder).
-    image_size/channels (image_folder): None takes the first training image's; others are resized/converted.
-    cache_dir: where decoded tensors are kept between runs (None: decode every run).
+    image_size/channels (image_folder): None takes the most common size, and RGB if any image has colour; others
+    are resized/converted. split_fractions: train/val/test of an image folder that has no split folders.
+    skip_bad_images: train without the files that cannot be decoded (else they are all named in an error);
+    bad_images_file: where their list is written. cache_dir: where decoded tensors are kept between runs.
     crop_padding, flip: training-batch augmentation, a random crop after zero-padding each side by that many pixels
     and a random horizontal flip (0 and False: none, as in the tutorials).
     """
@@ -95,6 +99,11 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         crop_padding: int = 0,
         flip: bool = False,
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        folds: int | None = None,
+        fold: int = 0,
+        skip_bad_images: bool = False,
+        bad_images_file: str | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -110,6 +119,9 @@ class ImageDataModule(L.LightningDataModule):
         _require(len(sizes) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes),
                  "data.image_size", image_size, "a positive size in pixels (e.g. 32), [height, width], or null")
         _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
+        _require(folds is None or (isinstance(folds, int) and folds >= 2), "data.folds", folds, "null or 2 or more")
+        _require(folds is None or (isinstance(fold, int) and 0 <= fold < folds), "data.fold", fold,
+                 f"a fold number from 0 to {(folds or 1) - 1}")
         self.dataset, self.root = dataset, Path(root).expanduser()
         self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed
         self.num_workers = num_workers
@@ -119,6 +131,9 @@ class ImageDataModule(L.LightningDataModule):
         self.channels = channels
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.crop_padding, self.flip = crop_padding, flip
+        self.split_fractions, self.folds, self.fold = list(split_fractions), folds, fold
+        self.skip_bad_images = skip_bad_images
+        self.bad_images_file = Path(bad_images_file) if bad_images_file else None
         self.train_set: TensorImages | None = None
 
     @property
@@ -144,24 +159,43 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:  # all splits are loaded at once; fit, validate and test share them
             return
-        data = load(self.dataset, self.root, self.image_size, self.channels, self.cache_dir)
+        data = load(self.dataset, self.root, self.image_size, self.channels, self.cache_dir, self.split_fractions,
+                    self.split_seed, self.skip_bad_images, self.bad_images_file)
         if self.class_names is None:
             self.class_names = data.classes
         elif len(self.class_names) != len(data.classes):
             raise UserError(f"data.class_names has {len(self.class_names)} names but {self.root} has "
                             f"{len(data.classes)} classes ({data.classes}): fix the list or set it to null")
-        n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * len(data.train))
-        if n_val >= len(data.train):
-            raise UserError(f"data.val_size={self.val_size} leaves no training images out of {len(data.train)}")
-        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.split_seed))
-        self.val_set = TensorImages(data.train.images, data.train.labels, order[:n_val])
-        self.train_set = TensorImages(data.train.images, data.train.labels, order[n_val:])
+        self.train_set, self.val_set = self._train_and_val(data)
         self.test_set = TensorImages(data.test.images, data.test.labels)
         channels = data.train.images.shape[1]
         if self.mean is None or self.std is None:
             mean, std = _channel_stats(self.train_set)
         self.mean = _per_channel(self.mean, channels, "data.mean") if self.mean is not None else mean
         self.std = _per_channel(self.std, channels, "data.std") if self.std is not None else std
+
+    def _train_and_val(self, data: Decoded) -> tuple[TensorImages, TensorImages]:
+        """Index views of the training images: the k-fold split, the data's own validation split, or val_size
+        images carved from train."""
+        generator = torch.Generator().manual_seed(self.split_seed)
+        if self.folds:
+            pool = data.train if data.val is None else Split(torch.cat([data.train.images, data.val.images]),
+                                                            torch.cat([data.train.labels, data.val.labels]))
+            fold = torch.empty(len(pool), dtype=torch.int64)
+            for label in pool.labels.unique():  # stratified: each class dealt round the folds in a seeded order
+                members = (pool.labels == label).nonzero().flatten()
+                fold[members[torch.randperm(len(members), generator=generator)]] = torch.arange(len(members)) % self.folds
+            held = fold == self.fold
+            return (TensorImages(pool.images, pool.labels, (~held).nonzero().flatten()),
+                    TensorImages(pool.images, pool.labels, held.nonzero().flatten()))
+        if data.val is not None:
+            return TensorImages(data.train.images, data.train.labels), TensorImages(data.val.images, data.val.labels)
+        n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * len(data.train))
+        if n_val >= len(data.train):
+            raise UserError(f"data.val_size={self.val_size} leaves no training images out of {len(data.train)}")
+        order = torch.randperm(len(data.train), generator=generator)
+        return (TensorImages(data.train.images, data.train.labels, order[n_val:]),
+                TensorImages(data.train.images, data.train.labels, order[:n_val]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

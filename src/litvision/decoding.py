@@ -8,7 +8,10 @@ cache at once (a parallel sweep) never read or leave a half-written one."""
 
 import hashlib
 import logging
+import math
+import mmap
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from litvision import UserError, atomic_write, remove_orphans
 
 log = logging.getLogger(__name__)
 
+Files = list[tuple[str, int]]  # (path, label) of each image of a split
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -36,11 +41,12 @@ class Split:
 
 @dataclass
 class Decoded:
-    """A dataset's decoded splits and class names."""
+    """A dataset's decoded splits and class names; val when the data comes with its own validation split."""
 
     train: Split
     test: Split
     classes: list[str]
+    val: Split | None = None
 
 
 def download(name: str, root: Path) -> None:
@@ -59,9 +65,12 @@ def download(name: str, root: Path) -> None:
 
 
 def load(name: str, root: Path, image_size: Sequence[int] | None = None, channels: int | None = None,
-         cache_dir: Path | None = None) -> Decoded:
+         cache_dir: Path | None = None, split_fractions: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
+         skip_bad_images: bool = False, bad_images_file: Path | None = None) -> Decoded:
     """Decode dataset `name` (cifar10, mnist or image_folder) found under `root`. With `cache_dir`, the decoded
-    tensors are kept there and later runs load them instead, until a source file changes."""
+    tensors are kept there and later runs load them instead, until a source file changes. An image folder in
+    one folder per class (or a list without splits) is split by split_fractions and split_seed; files that cannot
+    be decoded are named all at once in an error (skip_bad_images: skipped), listed in bad_images_file."""
     folder = root if name == "image_folder" else _cifar10_folder(root) if name == "cifar10" else None
     if folder is None:
         sources, options = _torchvision_files(name, root), ()
@@ -69,17 +78,19 @@ def load(name: str, root: Path, image_size: Sequence[int] | None = None, channel
         def build() -> dict:
             return asdict(_load_torchvision(name, root))
     else:
-        classes, files = _list_image_folder(folder.resolve())
+        classes, files = _list_image_folder(folder.resolve(), split_fractions, split_seed)
         sources = [path for split in files.values() for path, _ in split]
-        options = (list(image_size) if image_size else None, channels)
+        options = (list(image_size) if image_size else None, channels, skip_bad_images,
+                   {split: len(f) for split, f in files.items()})
 
         def build() -> dict:
-            return asdict(_decode_image_folder(classes, files, image_size, channels))
+            return asdict(_decode_image_folder(classes, files, image_size, channels, skip_bad_images, bad_images_file))
     return _from_dict(cached(build, name, sources, options, cache_dir))
 
 
 def _from_dict(data: dict) -> Decoded:
-    return Decoded(Split(**data["train"]), Split(**data["test"]), data["classes"])
+    return Decoded(Split(**data["train"]), Split(**data["test"]), data["classes"],
+                   Split(**data["val"]) if data.get("val") else None)
 
 
 def _torchvision_files(name: str, root: Path) -> list[Path]:
@@ -129,53 +140,261 @@ def _from_torchvision(ds) -> Split:
     return Split(images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64))
 
 
-def _list_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """`root/train/CLASS/*` and `root/test/CLASS/*`; class names are the train folder names, sorted."""
-    if not root.is_dir():
-        raise UserError(f"data.root={root} does not exist: point it at a folder holding train/CLASS/*.jpg "
-                        "and test/CLASS/*.jpg")
-    classes = sorted(p.name for p in (root / "train").glob("*") if p.is_dir())
+def _list_image_folder(root: Path, fractions: Sequence[float], seed: int) -> tuple[list[str], dict[str, Files]]:
+    """The files of each split and the class names, from any of the layouts: ROOT/train/CLASS + ROOT/test/CLASS
+    (+ ROOT/val/CLASS), flat ROOT/CLASS/* (split train/val/test by `fractions`, stratified, by `seed`), or a CSV/TSV
+    list of path,label[,split] (paths relative to the file). Hidden entries (.*) are ignored; a class folder with
+    no images is left out with a warning. Logs the layout and the count of images per split and class."""
+    if root.is_file() and root.suffix.lower() in (".csv", ".tsv"):
+        layout, classes, files = _list_csv(root, fractions, seed)
+    elif not root.is_dir():
+        raise UserError(f"data.root={root} does not exist: point it at a folder of class folders (ROOT/CLASS/*.jpg, "
+                        "or ROOT/train/CLASS and ROOT/test/CLASS) or at a CSV list of path,label")
+    elif (root / "train").is_dir():
+        classes = _at_least_two(_class_folders(root / "train"), root / "train")
+        splits = ["train", *(["val"] if (root / "val").is_dir() else []), "test"]
+        files = {split: _list_images(root / split, classes) for split in splits}
+        layout = "+".join(splits) + " folders"
+    else:
+        classes = _at_least_two(_class_folders(root), root)
+        layout = f"one folder per class, split {'/'.join(f'{f:g}' for f in fractions)} by seed {seed}"
+        files = _stratified_split(_list_images(root, classes), fractions, seed)
+    _at_least_two(classes, root)
+    counts = {split: torch.bincount(torch.tensor([label for _, label in f], dtype=torch.int64), minlength=len(classes))
+              for split, f in files.items()}
+    per_class = ", ".join(f"{name} {'/'.join(str(int(c[i])) for c in counts.values())}" for i, name in enumerate(classes))
+    log.info(f"image folder {root}: {layout}; {len(classes)} classes; "
+             + ", ".join(f"{split} {sum(map(int, c))}" for split, c in counts.items())
+             + f" images; per class ({'/'.join(files)}): {per_class}")
+    return classes, files
+
+
+def _at_least_two(classes: list[str], where: Path) -> list[str]:
+    if len(classes) < 2:
+        raise UserError(f"{where} has {len(classes)} class{'es' if len(classes) != 1 else ''} "
+                        f"({', '.join(classes) or 'none'}): a classifier needs at least two classes, one folder each")
+    return classes
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")  # .ipynb_checkpoints, .DS_Store, AppleDouble ._*
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The class folders under `folder` that hold images, sorted; empty ones are left out with a warning."""
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and _visible(entry.name))
+    empty = [name for name in names if not _image_names(folder / name)]
+    if empty:
+        log.warning(f"{folder}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} hold no images "
+                    f"({', '.join(IMAGE_EXTENSIONS)}) and {'are' if len(empty) > 1 else 'is'} left out")
+    classes = [name for name in names if name not in empty]
     if not classes:
-        raise UserError(f"no class folders in {root / 'train'}: image_folder expects {root}/train/CLASS/*.jpg "
-                        "(one folder per class) and the same under test/")
-    if len(classes) == 1:
-        raise UserError(f"{root / 'train'} has one class folder ({classes[0]}): a classifier needs at least two "
-                        "classes, one folder each")
-    return classes, {split: _list_images(root / split, classes) for split in ("train", "test")}
+        raise UserError(f"no class folders with images in {folder}: image_folder expects {folder}/CLASS/*.jpg (one "
+                        "folder per class), or train/CLASS and test/CLASS under it")
+    return classes
 
 
-def _decode_image_folder(classes: list[str], files: dict[str, list[tuple[str, int]]],
-                         image_size: Sequence[int] | None, channels: int | None) -> Decoded:
-    first = files["train"][0][0]
-    if channels is None:
-        channels = 1 if decode(first, None).shape[0] == 1 else 3
-    if image_size is None:
-        image_size = decode(first, channels).shape[1:]
-    train, test = (_decode_all(files[split], channels, tuple(image_size)) for split in ("train", "test"))
-    return Decoded(train, test, classes)
+def _image_names(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder)
+                  if _visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def _list_images(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+def _list_images(folder: Path, classes: list[str]) -> Files:
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist: image_folder expects {folder.parent}/train/CLASS/*.jpg and "
                         f"{folder.parent}/test/CLASS/*.jpg")
-    unknown = sorted({p.name for p in folder.glob("*") if p.is_dir()} - set(classes))
+    present = {entry.name for entry in os.scandir(folder) if entry.is_dir() and _visible(entry.name)}
+    unknown = sorted(name for name in present - set(classes) if _image_names(folder / name))
     if unknown:
         raise UserError(f"{folder} has class folders {unknown} that train/ lacks: every test class needs "
                         "training images")
     # strings, not Paths: 60,000 Path objects cost a second to sort and stat
     files = [(os.path.join(folder, name, file), label) for label, name in enumerate(classes)
-             if (folder / name).is_dir() for file in sorted(os.listdir(folder / name))
-             if os.path.splitext(file)[1].lower() in IMAGE_EXTENSIONS]
+             if name in present for file in _image_names(folder / name)]
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}/CLASS/: add images or fix "
                         "data.root")
     return files
 
 
-def _decode_all(files: list[tuple[str, int]], channels: int, size: tuple[int, int]) -> Split:
-    images = [read_image(path, channels, size) for path, _ in files]  # serial: a thread pool was 5x slower (GIL)
-    return Split(torch.stack(images), torch.tensor([label for _, label in files], dtype=torch.int64))
+def _list_csv(path: Path, fractions: Sequence[float], seed: int) -> tuple[str, list[str], dict[str, Files]]:
+    """path,label[,split] rows (a header row is allowed); labels are class names, sorted."""
+    import csv
+
+    with open(path, newline="") as file:
+        rows = [row for row in csv.reader(file, delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if row]
+    if rows and rows[0][:2] == ["path", "label"]:
+        rows = rows[1:]
+    if not rows or any(len(row) < 2 for row in rows):
+        raise UserError(f"data.root={path}: a list needs a path and a label on every row (path,label[,split])")
+    missing = [row[0] for row in rows if not (path.parent / row[0]).is_file()]
+    if missing:
+        raise UserError(f"data.root={path} lists {len(missing)} files that do not exist (paths are relative to the "
+                        f"list's folder), e.g. {', '.join(missing[:3])}")
+    classes = sorted({row[1] for row in rows})
+    index = {name: i for i, name in enumerate(classes)}
+    entries = [(str((path.parent / row[0]).resolve()), index[row[1]], row[2] if len(row) > 2 else "") for row in rows]
+    if all(split for *_, split in entries):
+        files: dict[str, Files] = {}
+        for file, label, split in entries:
+            if split not in ("train", "val", "test"):
+                raise UserError(f"data.root={path}: split {split!r} for {file}; use train, val or test")
+            files.setdefault(split, []).append((file, label))
+        if "train" not in files or "test" not in files:
+            raise UserError(f"data.root={path}: the split column needs train and test rows")
+        order = [s for s in ("train", "val", "test") if s in files]
+        return "list with a split column", classes, {split: files[split] for split in order}
+    layout = f"list, split {'/'.join(f'{f:g}' for f in fractions)} by seed {seed}"
+    return layout, classes, _stratified_split([(file, label) for file, label, _ in entries], fractions, seed)
+
+
+def _stratified_split(files: Files, fractions: Sequence[float], seed: int) -> dict[str, Files]:
+    """train/val/test by `fractions` within each class (at least one training image per class), the same for
+    every run with the same seed."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6 or fractions[0] <= 0:
+        raise UserError(f"data.split_fractions={list(fractions)} is invalid: give [train, val, test] fractions that "
+                        "sum to 1, e.g. [0.8, 0.1, 0.1]")
+    generator = torch.Generator().manual_seed(seed)
+    splits: dict[str, Files] = {"train": [], "val": [], "test": []}
+    labels = torch.tensor([label for _, label in files])
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)].tolist()
+        n_test = round(fractions[2] * len(members))
+        n_val = min(round(fractions[1] * len(members)), len(members) - n_test - 1)
+        n_test = min(n_test, len(members) - 1)
+        for split, part in (("test", members[:n_test]), ("val", members[n_test:n_test + n_val]),
+                            ("train", members[n_test + n_val:])):
+            splits[split] += [files[i] for i in sorted(part)]
+    return {split: part for split, part in splits.items() if part or split != "val"}
+
+
+def _decode_image_folder(classes: list[str], files: dict[str, Files], image_size: Sequence[int] | None,
+                         channels: int | None, skip_bad: bool, bad_list: Path | None) -> Decoded:
+    """Every file decoded once, in parallel, straight into the one tensor that keeps the images; the stored shape
+    decided (data.image_size/channels, or the most common size and RGB if any image has colour) and said. Files
+    that cannot be decoded are all named at once (or skipped with data.skip_bad_images=true)."""
+    paths = [path for split in files.values() for path, _ in split]
+    given = image_size is not None and channels is not None
+    target = _first_shape(paths, channels)  # a first guess: the shape of the first image
+    if image_size is not None:
+        target = (target[0], *image_size)
+    images, shapes, errors = decode_all(paths, target, channels)
+    if errors:
+        _report_bad(errors, len(paths), skip_bad, bad_list)
+    good = [shape for shape in shapes if shape is not None]
+    decided_channels = channels or (3 if any(shape[0] >= 3 for shape in good) else 1)
+    decided_size = tuple(image_size) if image_size is not None else Counter(s[1:] for s in good).most_common(1)[0][0]
+    decided = (decided_channels, *decided_size)
+    if decided != target:  # the first guess was wrong (a rare mixed folder): decode again, knowing the shape
+        images, shapes, errors = decode_all(paths, decided, decided_channels)
+    odd = [i for i, shape in enumerate(shapes) if shape is not None and shape != decided]
+    for i in odd:  # another size or mode: converted and resized one by one
+        images[i] = read_image(paths[i], decided_channels, decided_size)
+    how = "given" if given else "the most common size, RGB if any image has colour"
+    log.info(f"stored at {'x'.join(map(str, decided))} ({how}), resized "
+             f"{sum(s[1:] != decided_size for s in good)} and converted {sum(s[0] != decided_channels for s in good)} "
+             f"of {len(good)} images")
+    keep = torch.tensor([shape is not None for shape in shapes])
+    splits, start = [], 0
+    for split_files in files.values():
+        rows = keep[start:start + len(split_files)]
+        labels = torch.tensor([label for _, label in split_files], dtype=torch.int64)[rows]
+        part = images[start:start + len(split_files)]
+        splits.append(Split(part if rows.all() else part[rows], labels))  # views of one tensor when none failed
+        start += len(split_files)
+    return Decoded(splits[0], splits[-1], classes, splits[1] if len(splits) == 3 else None)
+
+
+def _first_shape(paths: list[str], channels: int | None) -> tuple[int, ...]:
+    for path in paths:
+        try:
+            return tuple(decode(path, channels).shape)
+        except UserError:
+            continue  # named with the others after the decode
+    return (channels or 3, 1, 1)
+
+
+def _report_bad(errors: list[tuple[str, str]], total: int, skip: bool, listing: Path | None) -> None:
+    where = ""
+    if listing is not None:
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{path}: {error}\n" for path, error in errors))
+        where = f"; all {len(errors)} listed in {listing}"
+    if not skip:
+        shown = "; ".join(f"{Path(path).name} ({error})" for path, error in errors[:20])
+        more = f" and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise UserError(f"{len(errors)} of {total} image files cannot be decoded: {shown}{more}{where}. Delete or "
+                        "replace them, or set data.skip_bad_images=true to train without them")
+    log.warning(f"skipped {len(errors)} of {total} image files that cannot be decoded (data.skip_bad_images=true)"
+                f"{where}")
+
+
+def decode_all(paths: list[str], shape: Sequence[int], channels: int | None = None, workers: int | None = None
+               ) -> tuple[torch.Tensor, list[tuple[int, ...] | None], list[tuple[str, str]]]:
+    """Decode every file (to `channels`, or as it is stored: None) into one uint8 tensor of (len(paths), *shape), in
+    worker processes on every core (threads were slower: the GIL) writing into shared memory, with a progress bar
+    in a terminal. A file of that shape fills its row; the others are left for the caller. Returns the tensor, each
+    file's decoded (C, H, W) (None: it failed) and the failures.
+    workers: None is every core this process may use, one per 500 files at most."""
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), max(1, len(paths) // 500))
+    if workers > 1:  # memory the forked workers share with this process: they write their rows into it
+        size = len(paths) * math.prod(shape)
+        images = torch.frombuffer(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_SHARED | mmap.MAP_POPULATE),
+                                  dtype=torch.uint8, count=size).view(len(paths), *shape)
+    else:
+        images = torch.empty(len(paths), *shape, dtype=torch.uint8)
+    chunks = [range(i, min(i + 256, len(paths))) for i in range(0, len(paths), 256)]
+    shapes: list[tuple[int, ...] | None] = [None] * len(paths)
+    errors: list[tuple[str, str]] = []
+    state = (paths, images, channels)
+    with tqdm(total=len(paths), unit="img", desc="decoding", disable=None, leave=False) as bar:
+        if workers > 1:
+            import multiprocessing
+
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start, initargs=(state,))
+            results = pool.imap(_decode_rows, chunks)
+        else:
+            pool, results = None, map(_decode_rows, chunks)
+            _worker_start(state, threads=False)
+        try:
+            for rows in results:
+                for i, native, error in rows:
+                    shapes[i] = native
+                    if error:
+                        errors.append((paths[i], error))
+                bar.update(len(rows))
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    return images, shapes, errors
+
+
+_WORK: tuple = ()  # what a decode worker reads: the paths, the shared tensor, the channels to decode to
+
+
+def _worker_start(state: tuple, threads: bool = True) -> None:
+    global _WORK
+    _WORK = state
+    if threads:
+        torch.set_num_threads(1)  # one process per core
+
+
+def _decode_rows(rows: range) -> list[tuple[int, tuple[int, ...] | None, str]]:
+    paths, images, channels = _WORK
+    out = []
+    for i in rows:
+        try:
+            image = decode(paths[i], channels)
+        except UserError as e:
+            out.append((i, None, str(e.__cause__ or e)))
+            continue
+        if image.shape == images.shape[1:]:
+            images[i] = image
+        out.append((i, tuple(image.shape), ""))
+    return out
 
 
 def read_image(path: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -190,14 +409,18 @@ def decode(path: str, channels: int | None) -> torch.Tensor:
 
     mode = {None: ImageReadMode.UNCHANGED, 1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}[channels]
     try:
-        return decode_image(path, mode=mode)
+        image = decode_image(path, mode=mode, apply_exif_orientation=True)
+        return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
     except (RuntimeError, ValueError):
         pass
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert({None: image.mode, 1: "L", 3: "RGB"}[channels]))
+        with Image.open(path) as image:  # a multi-frame file (TIFF pages) opens at its first frame
+            image = ImageOps.exif_transpose(image)
+            if channels is None and image.mode not in ("L", "RGB"):
+                image = image.convert("RGB" if image.mode not in ("1", "I", "I;16", "F", "LA") else "L")
+            array = np.asarray(image if channels is None else image.convert({1: "L", 3: "RGB"}[channels]))
     except Exception as e:
         raise UserError(f"cannot decode image {path} ({e}): delete or replace that file") from e
     return torch.from_numpy(array.copy()).reshape(*array.shape[:2], -1).permute(2, 0, 1)

@@ -89,25 +89,62 @@ def summarize(sweep_dir: Path, jobs: list[Job], metric: str, maximize: bool = Tr
         usable = job.value is not None and not math.isnan(job.value)
         return (job.status != "ok", not usable, -job.value if usable and maximize else job.value if usable else 0)
 
-    rows = []
+    rows, tests = [], {}
     for job, setting in sorted(zip(jobs, settings), key=rank):
         result = _metrics(job.folder)
-        test_acc = result.get("metrics", {}).get("test/acc")
+        tests[job.number] = result.get("metrics", {}).get("test/acc")
         seconds = result.get("seconds", {}).get("total")
         rows.append([job.number, job.status, *(setting.get(key, "") for key in varying), _fmt(job.value),
-                     _fmt(test_acc), _fmt(seconds, 1), job.error, job.folder.name])
+                     _fmt(tests[job.number]), _fmt(seconds, 1), job.error, job.folder.name])
     _write(sweep_dir / "summary.csv", _csv(header, rows))
     lines = [f"Sweep of {len(jobs)} jobs in {sweep_dir}: {sum(j.status == 'ok' for j in jobs)} ok, "
              f"{sum(j.status == 'failed' for j in jobs)} failed, {sum(j.status == 'pruned' for j in jobs)} pruned; "
              f"best {'highest' if maximize else 'lowest'} {metric} first."]
     if common:
         lines.append("Common overrides: " + " ".join(f"{k}={v}" for k, v in common.items()))
-    lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
-              for row in rows]
+    lines += ["", _row(header), "|" + " --- |" * len(header)]
+    lines += [_row(row) for row in rows]
+    lines += _over_repeats(jobs, settings, varying, metric, tests)
     table = "\n".join(lines) + "\n"
     _write(sweep_dir / "summary.md", table)
     return table
+
+
+REPEATS = ("data.fold", "seed")  # overrides whose jobs repeat one setting: folds of a cross-validation, seeds
+
+
+def _over_repeats(jobs: list[Job], settings: list[dict], varying: list[str], metric: str,
+                  tests: dict[int, float | None]) -> list[str]:
+    """Mean and standard deviation over the ok jobs that differ only in fold or seed (k-fold cross-validation,
+    repeated seeds): one row per setting of the other overrides."""
+    repeated = [key for key in varying if key in REPEATS]
+    if not repeated:
+        return []
+    others = [key for key in varying if key not in REPEATS]
+    groups: dict[tuple, list[Job]] = {}
+    for job, setting in zip(jobs, settings):
+        if job.status == "ok":
+            groups.setdefault(tuple(setting.get(key, "") for key in others), []).append(job)
+    header = [*others, "jobs", f"{metric} mean", "std", "test/acc mean", "std"]
+    lines = ["", f"Over {' and '.join(repeated)} (ok jobs; standard deviation of the sample):", "",
+             _row(header), "|" + " --- |" * len(header)]
+    for key, group in groups.items():
+        values = [job.value for job in group if job.value is not None]
+        accuracies = [tests[job.number] for job in group if tests[job.number] is not None]
+        lines.append(_row([*key, len(group), *_mean_std(values), *_mean_std(accuracies)]))
+    return lines
+
+
+def _mean_std(values: list[float]) -> list[str]:
+    if not values:
+        return ["", ""]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return [_fmt(mean), _fmt(std)]
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
 
 
 def _metrics(folder: Path) -> dict:
