@@ -146,7 +146,8 @@ def test_image_folder_converts_and_resizes_mixed_images(tmp_path):
     ({"batch_size": 0}, r"data.batch_size=0"),
     ({"val_size": -1}, r"data.val_size=-1"),
     ({"std": [0.5, 0.0, 0.5]}, r"data.std=\[0.5, 0.0, 0.5\]"),
-    ({"dataset": "cifar100"}, r"data.dataset='cifar100' is unknown: use one of cifar10, mnist, image_folder"),
+    ({"dataset": "imagenet"}, r"data.dataset='imagenet' is unknown: use one of cifar10, cifar100, mnist, fashion_mnist, "
+                              r"kmnist, emnist, svhn, stl10, image_folder"),
 ])
 def test_bad_arguments_name_the_value(kwargs, message):
     with pytest.raises(UserError, match=message):

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 
 from litvision import UserError
 from litvision.augment import random_crop, random_flip
-from litvision.decoding import Decoded, Split, download, load
+from litvision.decoding import TORCHVISION, Decoded, Split, download, load
 
-DATASETS = ("cifar10", "mnist", "image_folder")
+DATASETS = (*TORCHVISION, "image_folder")
 
 
 class TensorImages(torch.utils.data.Dataset):
@@ -69,7 +69,8 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
 
 
 class ImageDataModule(L.LightningDataModule):
-    """CIFAR-10, MNIST or an image folder, with a validation split: the data's own (an image folder's val/, or the
+    """A dataset torchvision knows (CIFAR-10/100, MNIST, Fashion-MNIST, KMNIST, EMNIST, SVHN, STL-10) or an image
+    folder, with a validation split: the data's own (an image folder's val/, or the
     split of a flat folder), else carved from train by a fixed seed; or, with folds=K, the fold-th of K stratified
     folds of the training images (k-fold cross-validation: python train.py -m data.folds=5 data.fold=0,1,2,3,4).
 
@@ -79,6 +80,7 @@ class ImageDataModule(L.LightningDataModule):
     are resized/converted. split_fractions: train/val/test of an image folder that has no split folders.
     skip_bad_images: train without the files that cannot be decoded (else they are all named in an error);
     bad_images_file: where their list is written. cache_dir: where decoded tensors are kept between runs.
+    subset: which of a dataset's variants (EMNIST: balanced, byclass, bymerge, digits, letters, mnist).
     crop_padding, flip: training-batch augmentation, a random crop after zero-padding each side by that many pixels
     and a random horizontal flip (0 and False: none, as in the tutorials).
     """
@@ -104,6 +106,7 @@ class ImageDataModule(L.LightningDataModule):
         fold: int = 0,
         skip_bad_images: bool = False,
         bad_images_file: str | None = None,
+        subset: str | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -132,7 +135,7 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.crop_padding, self.flip = crop_padding, flip
         self.split_fractions, self.folds, self.fold = list(split_fractions), folds, fold
-        self.skip_bad_images = skip_bad_images
+        self.skip_bad_images, self.subset = skip_bad_images, subset
         self.bad_images_file = Path(bad_images_file) if bad_images_file else None
         self.train_set: TensorImages | None = None
 
@@ -154,13 +157,13 @@ class ImageDataModule(L.LightningDataModule):
             self.channels, self.image_size = input_shape[0], list(input_shape[1:])
 
     def prepare_data(self) -> None:
-        download(self.dataset, self.root)
+        download(self.dataset, self.root, self.subset)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:  # all splits are loaded at once; fit, validate and test share them
             return
         data = load(self.dataset, self.root, self.image_size, self.channels, self.cache_dir, self.split_fractions,
-                    self.split_seed, self.skip_bad_images, self.bad_images_file)
+                    self.split_seed, self.skip_bad_images, self.bad_images_file, self.subset)
         if self.class_names is None:
             self.class_names = data.classes
         elif len(self.class_names) != len(data.classes):

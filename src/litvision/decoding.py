@@ -49,34 +49,72 @@ class Decoded:
     val: Split | None = None
 
 
-def download(name: str, root: Path) -> None:
+@dataclass(frozen=True)
+class Source:
+    """A dataset torchvision reads and downloads: its class, the files it keeps under the data folder (a glob),
+    whether a split is asked as train=True/False or split="train"/"test", and what to fetch by hand offline."""
+
+    cls: str
+    files: str
+    split_arg: str
+    expected: str
+
+
+_IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte from the dataset's site"
+TORCHVISION = {
+    "cifar10": Source("CIFAR10", "cifar-10-batches-py/*", "train", "cifar-10-batches-py/ from https://www.cs.toronto"
+                      ".edu/~kriz/cifar-10-python.tar.gz, or an image-folder copy cifar10-jpeg/{train,test}/CLASS/*.jpg"),
+    "cifar100": Source("CIFAR100", "cifar-100-python/*", "train",
+                       "cifar-100-python/ from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+    "mnist": Source("MNIST", "MNIST/raw/*", "train", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "fashion_mnist": Source("FashionMNIST", "FashionMNIST/raw/*", "train", f"FashionMNIST/raw/{_IDX}"),
+    "kmnist": Source("KMNIST", "KMNIST/raw/*", "train", f"KMNIST/raw/{_IDX}"),
+    "emnist": Source("EMNIST", "EMNIST/raw/*", "train",
+                     "EMNIST/raw/emnist-SUBSET-{train,test}-{images-idx3,labels-idx1}-ubyte (from gzip.zip)"),
+    "svhn": Source("SVHN", "*_32x32.mat", "split", "{train,test}_32x32.mat from http://ufldl.stanford.edu/housenumbers/"),
+    "stl10": Source("STL10", "stl10_binary/*", "split",
+                    "stl10_binary/ from http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"),
+}
+
+
+def download(name: str, root: Path, subset: str | None = None) -> None:
     """Fetch a torchvision dataset into `root` unless it is already there. Image folders need nothing."""
     if name == "image_folder" or (name == "cifar10" and _cifar10_folder(root)):
         return
-    cls = _torchvision_class(name)
     try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
+        _torchvision_splits(name, root, subset, download=True)
     except Exception as e:  # urllib, ssl, socket and torchvision each raise their own
         raise UserError(
             f"could not download {name} into {root} ({type(e).__name__}: {e}). Download it by hand into that "
-            f"folder, or set paths.data_dir=DIR to a folder that already holds it ({_expected_files(name)})"
+            f"folder, or set paths.data_dir=DIR to a folder that already holds it ({TORCHVISION[name].expected})"
         ) from e
+
+
+def _torchvision_splits(name: str, root: Path, subset: str | None, download: bool = False) -> list:
+    """torchvision's train and test datasets of `name` (EMNIST: of its `subset`, e.g. balanced)."""
+    from torchvision import datasets
+
+    source = TORCHVISION[name]
+    cls = getattr(datasets, source.cls)
+    extra = {"split": subset or "balanced"} if name == "emnist" else {}
+    return [cls(str(root), download=download, **extra,
+                **({"train": train} if source.split_arg == "train" else {"split": "train" if train else "test"}))
+            for train in (True, False)]
 
 
 def load(name: str, root: Path, image_size: Sequence[int] | None = None, channels: int | None = None,
          cache_dir: Path | None = None, split_fractions: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-         skip_bad_images: bool = False, bad_images_file: Path | None = None) -> Decoded:
-    """Decode dataset `name` (cifar10, mnist or image_folder) found under `root`. With `cache_dir`, the decoded
+         skip_bad_images: bool = False, bad_images_file: Path | None = None, subset: str | None = None) -> Decoded:
+    """Decode dataset `name` (image_folder, or one of TORCHVISION; subset: EMNIST's) found under `root`. With `cache_dir`, the decoded
     tensors are kept there and later runs load them instead, until a source file changes. An image folder in
     one folder per class (or a list without splits) is split by split_fractions and split_seed; files that cannot
     be decoded are named all at once in an error (skip_bad_images: skipped), listed in bad_images_file."""
     folder = root if name == "image_folder" else _cifar10_folder(root) if name == "cifar10" else None
     if folder is None:
-        sources, options = _torchvision_files(name, root), ()
+        sources, options = _torchvision_files(name, root), (subset,) if subset else ()
 
         def build() -> dict:
-            return asdict(_load_torchvision(name, root))
+            return asdict(_load_torchvision(name, root, subset))
     else:
         classes, files = _list_image_folder(folder.resolve(), split_fractions, split_seed)
         sources = [path for split in files.values() for path, _ in split]
@@ -94,37 +132,22 @@ def _from_dict(data: dict) -> Decoded:
 
 
 def _torchvision_files(name: str, root: Path) -> list[Path]:
-    folder = root.resolve() / {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
-    files = sorted(path for path in folder.glob("*") if path.is_file())
+    files = sorted(path for path in root.resolve().glob(TORCHVISION[name].files) if path.is_file())
     if not files:
-        raise UserError(f"{name} is not in {root}: expected {_expected_files(name)}. Set paths.data_dir to the "
+        raise UserError(f"{name} is not in {root}: expected {TORCHVISION[name].expected}. Set paths.data_dir to the "
                         "folder that holds it, or let litvision download it there")
     return files
 
 
-def _load_torchvision(name: str, root: Path) -> Decoded:
-    cls = _torchvision_class(name)
+def _load_torchvision(name: str, root: Path, subset: str | None) -> Decoded:
     try:
-        splits = [cls(str(root), train=train, download=False) for train in (True, False)]
+        splits = _torchvision_splits(name, root, subset)
     except RuntimeError as e:  # missing or corrupt files
-        raise UserError(f"{name} in {root} is incomplete or corrupt ({e}): expected {_expected_files(name)}. "
+        raise UserError(f"{name} in {root} is incomplete or corrupt ({e}): expected {TORCHVISION[name].expected}. "
                         "Delete it to download it again") from e
-    train, test = (_from_torchvision(ds) for ds in splits)
-    return Decoded(train, test, list(splits[0].classes))
-
-
-def _torchvision_class(name: str) -> Callable:
-    from torchvision import datasets
-
-    return {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST}[name]
-
-
-def _expected_files(name: str) -> str:
-    return {
-        "cifar10": "cifar-10-batches-py/ from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, "
-        "or an image-folder copy cifar10-jpeg/{train,test}/CLASS/*.jpg",
-        "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
-    }[name]
+    train, test = (_from_torchvision(ds, transpose=name == "emnist") for ds in splits)
+    classes = getattr(splits[0], "classes", None) or [str(label) for label in range(int(train.labels.max()) + 1)]
+    return Decoded(train, test, list(classes))
 
 
 def _cifar10_folder(root: Path) -> Path | None:
@@ -134,10 +157,18 @@ def _cifar10_folder(root: Path) -> Path | None:
     return folder if (folder / "train").is_dir() and not official.is_dir() else None
 
 
-def _from_torchvision(ds) -> Split:
+def _from_torchvision(ds, transpose: bool = False) -> Split:
+    """A torchvision dataset's arrays as a Split: MNIST-like NHW, CIFAR NHWC, SVHN and STL-10 NCHW. EMNIST's files
+    hold each image transposed: turned upright here."""
     images = torch.as_tensor(np.asarray(ds.data))
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # MNIST NHW, CIFAR NHWC
-    return Split(images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64))
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    elif images.shape[-1] in (1, 3):
+        images = images.permute(0, 3, 1, 2)
+    if transpose:
+        images = images.transpose(-1, -2)
+    labels = ds.targets if hasattr(ds, "targets") else ds.labels
+    return Split(images.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64))
 
 
 def _list_image_folder(root: Path, fractions: Sequence[float], seed: int) -> tuple[list[str], dict[str, Files]]:
