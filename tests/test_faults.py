@@ -125,14 +125,17 @@ def test_full_disk_while_caching_costs_a_warning_not_the_run(tmp_path, cfg_facto
 def test_corrupt_cache_file_is_decoded_again_and_an_orphan_temp_file_removed(tmp_path, caplog):
     cache = tmp_path / "cache"
     first = load("mnist", FIXTURES, cache_dir=cache)
+    expected = first.train.images.clone()  # `first` reads the cache file, which is damaged below
     [file] = cache.glob("mnist-*.pt")
-    file.write_bytes(file.read_bytes()[:1000])  # truncated, as by a disk error
+    damaged = file.read_bytes()[:1000]
+    file.unlink()  # a new file: `first` keeps the old one's pages
+    file.write_bytes(damaged)  # truncated, as by a disk error
     orphan = cache / f"{file.name}.999999999.tmp"  # a killed writer's (no such process)
     orphan.write_bytes(b"half")
     again = load("mnist", FIXTURES, cache_dir=cache)
-    assert torch.equal(again.train.images, first.train.images)
+    assert torch.equal(again.train.images, expected)
     assert "unreadable" in caplog.text and str(file) in caplog.text
-    assert loads(file)["classes"] == first.classes and not orphan.exists()
+    assert loads(file)["classes"] == again.classes and not orphan.exists()
 
 
 def _best_unbeatable(checkpoint_path: Path) -> str:

@@ -200,3 +200,20 @@ def test_a_cross_validation_sweep_reports_mean_and_std_over_folds(tmp_path):
     assert "Over data.fold (ok jobs; standard deviation of the sample):" in summary
     mean, std = np.mean(values), np.std(values, ddof=1)
     assert f"| 3 | {mean:.4f} | {std:.4f} |" in summary
+
+
+def test_the_memory_mapped_path_trains_as_the_in_memory_path(tmp_path):
+    """With a cache folder the images are decoded into a memory-mapped file there and training reads the map;
+    without, they are decoded into memory. Same seed: same metrics, first run and cached run alike."""
+    from conftest import make_cfg
+    from litvision.training import train
+
+    def run(cache: str, out: str) -> dict:
+        return train(make_cfg(tmp_path / out, "data=image_folder", f"data.root={CIFAR}", "trainer.max_epochs=2",
+                              "logger=none", "callbacks=none", f"paths.cache_dir={cache}"))
+
+    in_memory = run("null", "memory")
+    first, cached = run(str(tmp_path / "cache"), "first"), run(str(tmp_path / "cache"), "cached")
+    assert in_memory == first == cached
+    data = load("image_folder", CIFAR, cache_dir=tmp_path / "cache")
+    assert not data.train.images.untyped_storage().resizable()  # a map of the cache file, not allocated memory

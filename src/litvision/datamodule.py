@@ -240,11 +240,12 @@ def _per_channel(values: Sequence[float], channels: int, key: str) -> list[float
 
 
 def _channel_stats(split: TensorImages) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units, in float64 chunks (a float copy of CIFAR-10 is 600 MB)."""
+    """Per-channel mean and std in [0, 1] units, in float64 chunks of at most 16M values (a float copy of CIFAR-10
+    is 600 MB; a folder of photos may not fit in memory at all)."""
     channels = split.images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros_like(total)
-    for chunk in split.index.split(4096):
+    for chunk in split.index.split(min(4096, max(1, 2**24 // split.images[0].numel()))):
         images = split.images[chunk].to(torch.float64) / 255
         total += images.sum(dim=(0, 2, 3))
         squares += images.square().sum(dim=(0, 2, 3))

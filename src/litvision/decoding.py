@@ -11,9 +11,10 @@ import logging
 import math
 import mmap
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def load(name: str, root: Path, image_size: Sequence[int] | None = None, channel
         sources, options = _torchvision_files(name, root), (subset,) if subset else ()
 
         def build() -> dict:
-            return asdict(_load_torchvision(name, root, subset))
+            return _as_dict(_load_torchvision(name, root, subset))
     else:
         classes, files = _list_image_folder(folder.resolve(), split_fractions, split_seed)
         sources = [path for split in files.values() for path, _ in split]
@@ -122,8 +123,15 @@ def load(name: str, root: Path, image_size: Sequence[int] | None = None, channel
                    {split: len(f) for split, f in files.items()})
 
         def build() -> dict:
-            return asdict(_decode_image_folder(classes, files, image_size, channels, skip_bad_images, bad_images_file))
+            return _as_dict(_decode_image_folder(classes, files, image_size, channels, skip_bad_images, bad_images_file,
+                                               cache_dir))
     return _from_dict(cached(build, name, sources, options, cache_dir))
+
+
+def _as_dict(data: Decoded) -> dict:
+    """Plain data for the cache file, sharing the tensors (dataclasses.asdict would deep-copy every image)."""
+    return {field.name: (value if not isinstance(value := getattr(data, field.name), Split)
+                         else {"images": value.images, "labels": value.labels}) for field in fields(data)}
 
 
 def _from_dict(data: dict) -> Decoded:
@@ -301,7 +309,8 @@ def _stratified_split(files: Files, fractions: Sequence[float], seed: int) -> di
 
 
 def _decode_image_folder(classes: list[str], files: dict[str, Files], image_size: Sequence[int] | None,
-                         channels: int | None, skip_bad: bool, bad_list: Path | None) -> Decoded:
+                         channels: int | None, skip_bad: bool, bad_list: Path | None,
+                         spill_dir: Path | None = None) -> Decoded:
     """Every file decoded once, in parallel, straight into the one tensor that keeps the images; the stored shape
     decided (data.image_size/channels, or the most common size and RGB if any image has colour) and said. Files
     that cannot be decoded are all named at once (or skipped with data.skip_bad_images=true)."""
@@ -310,7 +319,7 @@ def _decode_image_folder(classes: list[str], files: dict[str, Files], image_size
     target = _first_shape(paths, channels)  # a first guess: the shape of the first image
     if image_size is not None:
         target = (target[0], *image_size)
-    images, shapes, errors = decode_all(paths, target, channels)
+    images, shapes, errors = decode_all(paths, target, channels, spill_dir=spill_dir)
     if errors:
         _report_bad(errors, len(paths), skip_bad, bad_list)
     good = [shape for shape in shapes if shape is not None]
@@ -318,7 +327,7 @@ def _decode_image_folder(classes: list[str], files: dict[str, Files], image_size
     decided_size = tuple(image_size) if image_size is not None else Counter(s[1:] for s in good).most_common(1)[0][0]
     decided = (decided_channels, *decided_size)
     if decided != target:  # the first guess was wrong (a rare mixed folder): decode again, knowing the shape
-        images, shapes, errors = decode_all(paths, decided, decided_channels)
+        images, shapes, errors = decode_all(paths, decided, decided_channels, spill_dir=spill_dir)
     odd = [i for i, shape in enumerate(shapes) if shape is not None and shape != decided]
     for i in odd:  # another size or mode: converted and resized one by one
         images[i] = read_image(paths[i], decided_channels, decided_size)
@@ -361,25 +370,28 @@ def _report_bad(errors: list[tuple[str, str]], total: int, skip: bool, listing: 
                 f"{where}")
 
 
-def decode_all(paths: list[str], shape: Sequence[int], channels: int | None = None, workers: int | None = None
-               ) -> tuple[torch.Tensor, list[tuple[int, ...] | None], list[tuple[str, str]]]:
+def decode_all(paths: list[str], shape: Sequence[int], channels: int | None = None, workers: int | None = None,
+               spill_dir: Path | None = None) -> tuple[torch.Tensor, list[tuple[int, ...] | None], list[tuple[str, str]]]:
     """Decode every file (to `channels`, or as it is stored: None) into one uint8 tensor of (len(paths), *shape), in
     worker processes on every core (threads were slower: the GIL) writing into shared memory, with a progress bar
     in a terminal. A file of that shape fills its row; the others are left for the caller. Returns the tensor, each
     file's decoded (C, H, W) (None: it failed) and the failures.
-    workers: None is every core this process may use, one per 500 files at most."""
+    workers: None is every core this process may use, one per 500 files at most. spill_dir: the tensor is a
+    memory map of a nameless file there, so a dataset larger than memory decodes (the system writes pages out as it
+    needs); else it is memory this process shares with its workers."""
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)), max(1, len(paths) // 500))
-    if workers > 1:  # memory the forked workers share with this process: they write their rows into it
-        size = len(paths) * math.prod(shape)
-        images = torch.frombuffer(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_SHARED | mmap.MAP_POPULATE),
-                                  dtype=torch.uint8, count=size).view(len(paths), *shape)
-    else:
-        images = torch.empty(len(paths), *shape, dtype=torch.uint8)
+    size = max(len(paths) * math.prod(shape), 1)
+    buffer = _spill_buffer(spill_dir, size) if spill_dir is not None else None
+    spilled = buffer is not None
+    if buffer is None:
+        buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | (mmap.MAP_POPULATE if workers > 1 else 0))
+    images = torch.frombuffer(buffer, dtype=torch.uint8, count=size)[: len(paths) * math.prod(shape)]
+    images = images.view(len(paths), *shape)
     chunks = [range(i, min(i + 256, len(paths))) for i in range(0, len(paths), 256)]
     shapes: list[tuple[int, ...] | None] = [None] * len(paths)
     errors: list[tuple[str, str]] = []
-    state = (paths, images, channels)
+    state = (paths, images.numpy(), channels)  # workers write through numpy: a torch setitem costs more per row
     with tqdm(total=len(paths), unit="img", desc="decoding", disable=None, leave=False) as bar:
         if workers > 1:
             import multiprocessing
@@ -390,12 +402,17 @@ def decode_all(paths: list[str], shape: Sequence[int], channels: int | None = No
             pool, results = None, map(_decode_rows, chunks)
             _worker_start(state, threads=False)
         try:
+            written = 0
             for rows in results:
                 for i, native, error in rows:
                     shapes[i] = native
                     if error:
                         errors.append((paths[i], error))
                 bar.update(len(rows))
+                written += len(rows) * math.prod(shape)
+                if spilled and written >= SYNC_BYTES:  # written-out pages can be dropped when memory is short;
+                    buffer.flush()  # dirty ones cannot (a memory cgroup would kill the run instead)
+                    written = 0
         finally:
             if pool is not None:
                 pool.close()
@@ -403,7 +420,21 @@ def decode_all(paths: list[str], shape: Sequence[int], channels: int | None = No
     return images, shapes, errors
 
 
-_WORK: tuple = ()  # what a decode worker reads: the paths, the shared tensor, the channels to decode to
+def _spill_buffer(folder: Path, size: int) -> mmap.mmap | None:
+    """A shared memory map of a nameless file of `size` bytes in `folder` (gone with the last map, even after a
+    kill), its blocks allocated now: a map of a file the disk cannot hold would kill the process at the first
+    write. None, with a warning, when the folder cannot hold it: the images are then decoded into memory."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as file:
+            os.posix_fallocate(file.fileno(), 0, size)
+            return mmap.mmap(file.fileno(), size, flags=mmap.MAP_SHARED)
+    except OSError as e:
+        log.warning(f"cannot decode into a file in {folder} ({e.strerror or e}): decoding into memory")
+        return None
+
+
+_WORK: tuple = ()  # what a decode worker reads: the paths, the shared array, the channels to decode to
 
 
 def _worker_start(state: tuple, threads: bool = True) -> None:
@@ -415,16 +446,16 @@ def _worker_start(state: tuple, threads: bool = True) -> None:
 
 def _decode_rows(rows: range) -> list[tuple[int, tuple[int, ...] | None, str]]:
     paths, images, channels = _WORK
-    out = []
+    row_shape, out = images.shape[1:], []
     for i in rows:
         try:
-            image = decode(paths[i], channels)
+            image = decode(paths[i], channels).numpy()
         except UserError as e:
             out.append((i, None, str(e.__cause__ or e)))
             continue
-        if image.shape == images.shape[1:]:
+        if image.shape == row_shape:
             images[i] = image
-        out.append((i, tuple(image.shape), ""))
+        out.append((i, image.shape, ""))
     return out
 
 
@@ -479,13 +510,37 @@ def cached(build: Callable[[], dict[str, Any]], name: str, sources: Sequence[str
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(path.parent)  # what killed writers left
-        with atomic_write(path) as tmp:
-            torch.save(data, tmp)
+        with atomic_write(path) as tmp, open(tmp, "wb") as file:
+            torch.save(data, _Synced(file))
         log.info(f"decoded {name} cached in {path}")
+        return torch.load(path, weights_only=True, mmap=True)  # read from the file: no copy held in memory
     except (OSError, RuntimeError) as e:  # read-only or full disk (torch.save's zip writer raises RuntimeError)
         log.warning(f"could not cache decoded {name} in {cache_dir} ({str(e).splitlines()[0]}): the next run decodes "
                     "again; set data.cache_dir to a writable folder with space")
     return data
+
+
+SYNC_BYTES = 128 * 2**20  # how much decoding or saving writes before it is flushed to disk
+
+
+class _Synced:
+    """A file that torch.save writes through, flushed to disk every SYNC_BYTES: a dataset larger than memory is
+    saved without filling memory with pages not yet written."""
+
+    def __init__(self, file) -> None:
+        self.file, self.pending = file, 0
+
+    def write(self, data) -> int:
+        written = self.file.write(data)
+        self.pending += written
+        if self.pending >= SYNC_BYTES:
+            self.flush()
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.pending = 0
 
 
 def signature(sources: Sequence[str | Path], options: Any) -> str:
