@@ -217,3 +217,12 @@ def test_the_memory_mapped_path_trains_as_the_in_memory_path(tmp_path):
     assert in_memory == first == cached
     data = load("image_folder", CIFAR, cache_dir=tmp_path / "cache")
     assert not data.train.images.untyped_storage().resizable()  # a map of the cache file, not allocated memory
+
+
+def test_a_folder_where_nothing_decodes_is_one_line_even_when_skipping(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            (tmp_path / name / f"{i}.jpg").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="none of the 4 image files could be decoded"):
+        load("image_folder", tmp_path, skip_bad_images=True, split_fractions=(0.5, 0, 0.5))

@@ -323,6 +323,8 @@ def _decode_image_folder(classes: list[str], files: dict[str, Files], image_size
     if errors:
         _report_bad(errors, len(paths), skip_bad, bad_list)
     good = [shape for shape in shapes if shape is not None]
+    if not good:
+        raise UserError(f"none of the {len(paths)} image files could be decoded: check data.root")
     decided_channels = channels or (3 if any(shape[0] >= 3 for shape in good) else 1)
     decided_size = tuple(image_size) if image_size is not None else Counter(s[1:] for s in good).most_common(1)[0][0]
     decided = (decided_channels, *decided_size)
