@@ -66,8 +66,9 @@ def _no_space(error: BaseException | None) -> bool:
 
 def load(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """A litvision checkpoint, read with torch.load(weights_only=True), or a UserError that names the file and says
-    what is wrong with it: missing, empty, truncated or corrupt, refused because it holds code, or not litvision's."""
-    checkpoint = read(path, map_location)
+    what is wrong with it: missing, empty, truncated or corrupt, refused because it holds code, or not litvision's.
+    Memory-mapped: checking a file before Lightning loads it reads its hyperparameters, not its tensors."""
+    checkpoint = read(path, map_location, mmap=True)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or not {"net", "class_names", "input_shape"} <= hparams.keys() or \
             "state_dict" not in checkpoint:
@@ -76,7 +77,7 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     return checkpoint
 
 
-def read(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def read(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """What torch.save wrote to `path`, read with torch.load(weights_only=True); a UserError for a bad file."""
     path = Path(path)
     if not path.is_file():
@@ -92,7 +93,7 @@ def read(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             "not a checkpoint: torch.save did not write it (a corrupt file, or a file of another kind)"
         raise UserError(f"checkpoint {path} is {what}; use another checkpoint of the run")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # torch's UnpicklingError repeats advice litvision never gives
         message = str(e)
         if "Weights only load failed" in message:
