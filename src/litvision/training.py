@@ -48,8 +48,7 @@ def _run(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
-    log.info(f"training on {trainer.accelerator.__class__.__name__.removesuffix('Accelerator').lower()} x "
-             f"{trainer.num_devices}, precision {trainer.precision}")
+    log.info(f"training on {_accelerator(trainer)} x {trainer.num_devices}, precision {trainer.precision}")
     seconds, metrics, best = {}, {}, ""
     if cfg.train:
         try:
@@ -201,7 +200,7 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
         "evaluated_images": evaluated,
         "checkpoint": ckpt_path,
         "precision": trainer.precision,  # what ran: Lightning may change what was asked (16-mixed on a CPU)
-        "accelerator": trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower(),
+        "accelerator": _accelerator(trainer),
         "seconds": seconds,
         "images": sizes,
         "metrics": metrics,
@@ -214,6 +213,11 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
     with atomic_write(path) as tmp:  # never a half-written metrics.json
         tmp.write_text(json.dumps(result, indent=2))
     log.info(f"metrics written to {path}")
+
+
+def _accelerator(trainer: L.Trainer) -> str:
+    """What the run ran on, in the words of trainer.accelerator: cpu, cuda, mps."""
+    return trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
 
 
 def _class_name(node: DictConfig | None) -> str:
