@@ -5,7 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, ROOT
-from litvision.datamodule import ImageDataModule
+from litvision.datamodule import ImageBatches
 from litvision.training import build_model
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "hparams_search")
@@ -19,11 +19,17 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_instantiates(cfg_factory, group, option):
-    cfg = cfg_factory(f"{group}={option}", *DATA_FOR.get(option, []), "trainer.max_epochs=1")
+def test_option_composes_and_instantiates(cfg_factory, tmp_path, group, option):
+    extra, where = DATA_FOR.get(option, []), {}
+    if option == "streaming":  # chunks written from the image-folder fixture
+        from litvision.streaming import write_chunks
+
+        write_chunks(FIXTURES / "cifar10-jpeg", str(tmp_path / "chunks"))
+        extra, where = [f"data.input_dir={tmp_path / 'chunks'}"], {"data_dir": tmp_path}
+    cfg = cfg_factory(f"{group}={option}", *extra, "trainer.max_epochs=1", **where)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     datamodule = instantiate(cfg.data, _convert_="all")
-    assert isinstance(datamodule, ImageDataModule)
+    assert isinstance(datamodule, ImageBatches)
     if group == "data" and option in NOT_IN_FIXTURES:  # their loading is tested on tiny files of their own format
         assert datamodule.dataset == option
         return

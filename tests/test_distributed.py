@@ -29,6 +29,10 @@ def test_ddp_cpu_splits_the_epoch_writes_once_and_tests_like_one_process(tmp_pat
     positions = [set(s["positions"]) for s in seen]
     assert not positions[0] & positions[1] and positions[0] | positions[1] == set(range(400))
 
+    # decoded once, by the first process; both train from one memory map of the cache file, not a copy each
+    assert [s["images_file"] for s in seen] == [str(next((tmp_path / "cache").glob("mnist-*.pt")))] * 2
+    assert (done.stdout + done.stderr).count("decoded mnist cached in") == 1
+
     # one run folder, written by rank 0 alone: one log, one config, one metrics.json, one TensorBoard writer
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run", "seen"]
     assert sorted(p.name for p in run.glob("*.log")) == ["train.log"]

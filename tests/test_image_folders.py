@@ -170,6 +170,9 @@ def test_parallel_decoding_equals_serial_decoding_bit_for_bit():
     assert not errors and shapes == serial_shapes == [(3, 32, 32)] * 400
     assert torch.equal(serial, parallel)
     assert torch.equal(parallel, torch.stack([decode(path, 3) for path in paths]))  # as one file at a time
+    from torchvision.io import ImageReadMode, decode_image  # decode() reads the bytes itself: the same pixels
+
+    assert torch.equal(parallel, torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path in paths]))
 
 
 def test_k_fold_validation_folds_are_stratified_and_cover_the_training_images():

@@ -96,7 +96,7 @@ class Classifier(L.LightningModule):
         images; when training resumes, the checkpoint's weights, restored after this, replace what it computed."""
         fit_to_data = getattr(self.net, "fit_to_data", None)
         if stage == "fit" and fit_to_data is not None:
-            fit_to_data(self.normalize(self.trainer.datamodule.train_set[:5000][0]))
+            fit_to_data(self.normalize(self.trainer.datamodule.train_images(5000)))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch

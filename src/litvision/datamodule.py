@@ -68,7 +68,43 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
     return batch
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageBatches(L.LightningDataModule):
+    """What every data module of litvision shares: uint8 batches augmented on the model's device
+    (crop_padding, flip) and the `spec` a model is built from. Subclasses set class_names, mean, std and
+    input_shape in setup()."""
+
+    class_names: list[str] | None
+    mean: list[float] | None
+    std: list[float] | None
+    crop_padding: int
+    flip: bool
+
+    @property
+    def input_shape(self) -> list[int]:
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What a model must know of the data, as plain data its checkpoint keeps: class names, the (C, H, W) shape
+        of its uint8 images and the per-channel mean and std that normalize them. After setup()."""
+        return {"class_names": self.class_names, "input_shape": self.input_shape, "mean": self.mean, "std": self.std}
+
+    def train_images(self, count: int) -> torch.Tensor:
+        """The first `count` training images (uint8): what a network that starts from the data looks at."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """Augmentation of training batches, on the device the batch is on; they stay uint8."""
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding)
+            if self.flip:
+                images = random_flip(images)
+        return images, labels
+
+
+class ImageDataModule(ImageBatches):
     """A dataset torchvision knows (CIFAR-10/100, MNIST, Fashion-MNIST, KMNIST, EMNIST, SVHN, STL-10) or an image
     folder, with a validation split: the data's own (an image folder's val/, or the
     split of a flat folder), else carved from train by a fixed seed; or, with folds=K, the fold-th of K stratified
@@ -143,11 +179,8 @@ class ImageDataModule(L.LightningDataModule):
     def input_shape(self) -> list[int]:
         return list(self.train_set.images.shape[1:])
 
-    @property
-    def spec(self) -> dict[str, Any]:
-        """What a model must know of the data, as plain data its checkpoint keeps: class names, the (C, H, W) shape
-        of its uint8 images and the per-channel mean and std that normalize them. After setup()."""
-        return {"class_names": self.class_names, "input_shape": self.input_shape, "mean": self.mean, "std": self.std}
+    def train_images(self, count: int) -> torch.Tensor:
+        return self.train_set[:count][0]
 
     def match(self, input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> None:
         """Prepare the data as a trained model expects it: its normalization and, for an image folder (any size
@@ -214,16 +247,6 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_sampler=TensorBatchSampler(sampler, self.batch_size, drop_last=False),
                           collate_fn=_batch_as_is, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
-
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augmentation of training batches, on the device the batch is on; they stay uint8."""
-        images, labels = batch
-        if self.trainer is not None and self.trainer.training:
-            if self.crop_padding:
-                images = random_crop(images, self.crop_padding)
-            if self.flip:
-                images = random_flip(images)
-        return images, labels
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:

@@ -125,7 +125,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         datamodule.setup()
         if list(hp.class_names) != datamodule.class_names or list(hp.input_shape) != datamodule.input_shape:
             raise UserError(f"ckpt_path={path} was trained on classes {list(hp.class_names)} of "
-                            f"{'x'.join(map(str, hp.input_shape))} images, but data={cfg.data.dataset} has classes "
+                            f"{'x'.join(map(str, hp.input_shape))} images, but data={_data_name(cfg)} has classes "
                             f"{datamodule.class_names} of {'x'.join(map(str, datamodule.input_shape))}: pick the data "
                             "it was trained on (or name its classes with data.class_names=[...])")
         return model
@@ -169,7 +169,7 @@ def log_hyperparameters(loggers: list, cfg: DictConfig, metrics: dict[str, float
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     """The run's key settings, flat: what tells the runs of a sweep apart."""
     scheduler = cfg.get("scheduler") or {}
-    return {"data": cfg.data.dataset, "model": _class_name(cfg.model), "optimizer": _class_name(cfg.optimizer),
+    return {"data": _data_name(cfg), "model": _class_name(cfg.model), "optimizer": _class_name(cfg.optimizer),
             "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
             "scheduler": _class_name(scheduler.get("scheduler")), "batch_size": cfg.data.batch_size,
             "max_epochs": cfg.trainer.max_epochs, "precision": str(cfg.trainer.precision), "seed": cfg.get("seed"),
@@ -218,6 +218,10 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
 def _accelerator(trainer: L.Trainer) -> str:
     """What the run ran on, in the words of trainer.accelerator: cpu, cuda, mps."""
     return trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
+
+
+def _data_name(cfg: DictConfig) -> str:
+    return cfg.data.get("dataset", "streaming")  # data=streaming names no dataset: its folder holds one
 
 
 def _class_name(node: DictConfig | None) -> str:

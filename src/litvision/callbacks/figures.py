@@ -20,7 +20,8 @@ class TestFigures(L.Callback):
         self.confusion = MulticlassConfusionMatrix(classes, validate_args=False).to(module.device)
         self.samples: list[tuple[torch.Tensor, ...]] = []  # (images, labels, predictions) of the first batches
         no_labels = torch.empty(0, dtype=torch.long)
-        self.wrong = (torch.empty(0), torch.empty(0), no_labels, no_labels)  # confidence, images, labels, predictions
+        no_images = torch.empty(0, dtype=torch.uint8)  # uint8 as the batches: a float start would make them float
+        self.wrong = (torch.empty(0), no_images, no_labels, no_labels)  # confidence, images, labels, predictions
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: torch.Tensor,
                           batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
