@@ -25,7 +25,7 @@ CGROUP = Path("/sys/fs/cgroup/memory/litvision_benchmark")
 
 def run(name: str, folder: Path, cache: str, limit: int | None, out: Path) -> dict:
     args = [sys.executable, "train.py", "data=image_folder", f"data.root={folder}", "model=mlp", "model.hidden=[16]",
-            "data.batch_size=256", "trainer.max_epochs=1", "logger=none", "callbacks.test_figures=null",
+            "data.batch_size=256", "trainer.max_epochs=1", "logger=none", "callbacks.figures=null",
             f"data.cache_dir={cache}", f"hydra.run.dir={out / _slug(name)}"]
     args = ["/usr/bin/time", "-f", "peak_rss_kib %M", *args]  # GNU time: the run's maximum resident set
     if limit is not None:

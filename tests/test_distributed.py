@@ -37,7 +37,7 @@ def test_ddp_cpu_splits_the_epoch_writes_once_and_tests_like_one_process(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run", "seen"]
     assert sorted(p.name for p in run.glob("*.log")) == ["train.log"]
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
-    assert len({p.name.split(".")[4] for p in (run / "tensorboard").glob("events.out.tfevents.*")}) == 1  # one pid
+    assert len({p.name.split(".")[4] for p in run.glob("events.out.tfevents.*")}) == 1  # one pid
     result = json.loads((run / "metrics.json").read_text())
     assert result["images"]["test"] == 100 and len(list((run / "checkpoints").glob("*.ckpt"))) == 2
 

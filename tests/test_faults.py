@@ -188,7 +188,7 @@ def test_resume_into_another_folder_keeps_the_earlier_best_and_its_files(tmp_pat
 def test_a_second_run_on_the_same_folder_refuses_to_start(tmp_path):
     run = tmp_path / "run"
     common = [*MNIST, "logger=none", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
-    first = subprocess.Popen([sys.executable, "train.py", *common, "trainer.max_epochs=30", "seed=1"], cwd=ROOT,
+    first = subprocess.Popen([sys.executable, "train.py", *common, "trainer.max_epochs=200", "seed=1"], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not ((run / ".lock").is_file() and (run / ".lock").read_text()) and time.time() < deadline:

@@ -10,6 +10,8 @@ import optuna
 import pytest
 from conftest import FIXTURES, ROOT
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 
 def sweep(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -107,7 +109,13 @@ def test_optuna_prunes_trials_running_in_parallel(tmp_path):
         assert sorted(trial.intermediate_values) == [0, 1]
         folder = tmp_path / "sweep" / f"trial_{trial.number}"
         assert "pruned after epoch 1" in (folder / "train.log").read_text()
-        assert not (folder / "metrics.json").exists()
+        result = json.loads((folder / "metrics.json").read_text())  # how it ended, and no test accuracy
+        assert result["status"].startswith("pruned: ") and result["accuracy"] is None
+        events = EventAccumulator(str(folder)).Reload()  # in HPARAMS, with the val accuracy it reached
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["status"].string_value == "pruned" and "val/acc_best" in events.Tags()["scalars"]
+        assert "lr" not in start.hparams and start.hparams["optimizer.lr"].number_value == trial.params["optimizer.lr"]
     assert [row["status"] for row in summary(tmp_path)] == ["pruned", "pruned"]
 
 

@@ -23,7 +23,7 @@ RUNS = {  # each dataset kind, with the network the tutorials pair it with
 
 
 def scalars(run_dir) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    events = EventAccumulator(str(run_dir)).Reload()
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
@@ -130,7 +130,20 @@ def test_train_py_runs_and_returns_the_optimized_metric(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "Accuracy of the network on the 100 test images" in done.stdout
-    assert "Accuracy for class: 7" in done.stdout
+    out = done.stdout + done.stderr
+    # one end-of-run report: per class precision, recall and F1, where the run is and how to open it
+    assert "class      precision  recall      F1" in out and "macro avg" in out
+    [row] = [line for line in out.splitlines() if line.startswith("7 ")]
+    assert [float(v) / 100 for v in row.split()[1:]] == pytest.approx(
+        [report["per_class"]["7"][k] for k in ("precision", "recall", "f1")], abs=5e-4)
+    assert f"run folder: {tmp_path / 'run'}" in out and f"open it: tensorboard --logdir {tmp_path / 'run'}" in out
+    assert "DataLoader 0" not in out and "Test metric" not in out  # not Lightning's table as well
+    # a quiet console: no tips, no third-party deprecations, no model-summary table; through a pipe, the progress is
+    # lines of at most 80 columns, a few per epoch
+    assert "Tip" not in out and "LeafSpec" not in out and "Non-trainable params" not in out
+    progress = [line for line in done.stdout.splitlines() if line.startswith("epoch 0 step")]
+    assert 2 <= len(progress) <= 4 and all(len(line) <= 80 and "loss=" in line for line in progress)
+    assert "\r" not in done.stdout
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file() and report["config"]["seed"] == 0
 
 

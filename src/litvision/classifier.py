@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, SumMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision
 from torchvision.ops._utils import split_normalization_params
 
 from litvision import UserError, instantiate
@@ -77,7 +77,8 @@ class Classifier(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
-        self.train_metrics, self.val_metrics, self.test_metrics = (EpochMetrics(len(class_names)) for _ in range(3))
+        self.train_metrics = EpochMetrics(len(class_names))
+        self.val_metrics, self.test_metrics = (EpochMetrics(len(class_names), detailed=True) for _ in range(2))
         self.val_acc_best = MaxMetric()
         self.restored_val_acc_best: float | None = None  # the best of the epochs a resumed checkpoint had seen
         self.config_choices: dict[str, str] = {}  # the run's config-group choices (model=lenet ...), set by train()
@@ -119,8 +120,9 @@ class Classifier(L.LightningModule):
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Returns the logits, as test_step does."""
+        return self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Returns the logits, for callbacks that show predictions (litvision.callbacks.figures)."""
@@ -162,12 +164,18 @@ class Classifier(L.LightningModule):
         self._log_epoch("test", self.test_metrics)
 
     def _log_epoch(self, stage: str, metrics: "EpochMetrics") -> torch.Tensor:
-        """Loss, overall and per-class accuracy of the epoch, one scalar per class named by the class."""
-        loss, acc, per_class, images = metrics.compute_and_reset()
-        self.log(f"{stage}/images", images, logger=False)  # how many were evaluated, for the report
-        self.log(f"{stage}/loss", loss, prog_bar=True)
-        self.log(f"{stage}/acc", acc, prog_bar=True)
-        self.log_dict({f"{stage}/acc_class/{name}": value for name, value in zip(self.hparams.class_names, per_class)})
+        """Loss and overall accuracy of the epoch, and per class (named by the class) its accuracy, which is its
+        recall, and for val and test its precision and F1, with their macro averages."""
+        values = metrics.compute_and_reset()
+        self.log(f"{stage}/images", values.pop("images"), logger=False)  # how many were evaluated, for the report
+        self.log(f"{stage}/loss", values.pop("loss"), prog_bar=stage != "train")
+        acc = values.pop("acc")
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val")
+        for key, value in values.items():
+            if value.ndim:  # one per class
+                self.log_dict({f"{stage}/{key}/{name}": v for name, v in zip(self.hparams.class_names, value)})
+            else:
+                self.log(f"{stage}/{key}", value)
         return acc
 
     def _manual_scheduler_interval(self) -> str | None:
@@ -204,26 +212,34 @@ class Classifier(L.LightningModule):
 
 
 class EpochMetrics(nn.Module):
-    """A stage's loss, overall and per-class accuracy, accumulated per step and computed once per epoch: a
-    self.log call per step would cost more than a LeNet step at batch 4. "acc" and "acc_class" share one state
-    (torchmetrics' compute groups)."""
+    """A stage's loss, overall and per-class accuracy (detailed: and per-class precision and F1, and the macro
+    averages of the three), accumulated per step and computed once per epoch: a self.log call per step would cost
+    more than a LeNet step at batch 4. The per-class metrics share one state (torchmetrics' compute groups)."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, detailed: bool = False) -> None:
         super().__init__()
-        self.accuracy = MetricCollection({  # labels come from the data module: no validation per step
-            "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-            "acc_class": MulticlassAccuracy(num_classes, average=None, validate_args=False)})
+        kinds = {"acc": MulticlassAccuracy, "precision": MulticlassPrecision, "f1": MulticlassF1Score}
+        metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                   "acc_class": MulticlassAccuracy(num_classes, average=None, validate_args=False)}
+        if detailed:
+            metrics |= {f"{name}_class": kind(num_classes, average=None, validate_args=False)
+                        for name, kind in kinds.items() if name != "acc"}
+            metrics |= {f"{'recall' if name == 'acc' else name}_macro": kind(num_classes, average="macro",
+                                                                              validate_args=False)
+                        for name, kind in kinds.items()}
+        self.classification = MetricCollection(metrics)  # labels come from the data module: no checks per step
         self.loss = MeanMetric()
         self.images = SumMetric()
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
-        self.accuracy.update(logits, labels)
+        self.classification.update(logits, labels)
         self.loss.update(loss, len(labels))
         self.images.update(len(labels))
 
-    def compute_and_reset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, overall accuracy, per-class accuracy and the count of images, over every process."""
-        values, loss, images = self.accuracy.compute(), self.loss.compute(), self.images.compute()
-        for metric in (self.accuracy, self.loss, self.images):
+    def compute_and_reset(self) -> dict[str, torch.Tensor]:
+        """loss, acc, acc_class (per-class accuracy: recall), the detailed metrics and the count of images, over
+        every process."""
+        values = {**self.classification.compute(), "loss": self.loss.compute(), "images": self.images.compute()}
+        for metric in (self.classification, self.loss, self.images):
             metric.reset()
-        return loss, values["acc"], values["acc_class"], images
+        return values

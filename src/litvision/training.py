@@ -13,7 +13,6 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from litvision import UserError, atomic_write, checkpoints, instantiate
 from litvision.checkpoints import AtomicCheckpointIO
 from litvision.classifier import Classifier, Diverged
-from litvision.datamodule import ImageDataModule
+from litvision.console import quiet_third_party, report_table
+from litvision.datamodule import ImageBatches
 from litvision.runfolder import owned, save_hydra_config
+from litvision.tensorboard import TensorBoard
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +42,55 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _run(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
+    quiet_third_party()
     _check(cfg)
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: ImageDataModule = instantiate(cfg.data, _convert_="all")
+    datamodule: ImageBatches = instantiate(cfg.data, _convert_="all")
     model = build_model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
-    log.info(f"training on {_accelerator(trainer)} x {trainer.num_devices}, precision {trainer.precision}")
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(f"{_class_name(cfg.model)}: {params:,} parameters ({'all' if trainable == params else f'{trainable:,}'} "
+             f"trainable); training on {_accelerator(trainer)} x {trainer.num_devices}, precision {trainer.precision}")
+    hparams = hyperparameters(cfg)
+    for logger in loggers:
+        if isinstance(logger, TensorBoard) and rank_zero_only.rank == 0:
+            logger.describe(OmegaConf.to_yaml(cfg, resolve=True), model.hparams.class_names)
     seconds, metrics, best = {}, {}, ""
     if cfg.train:
         try:
             seconds["fit"] = _timed(trainer.fit, model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        except Diverged as e:  # metrics.json says so: no normal-looking accuracy is left for a diverged run
-            report(cfg, trainer, {}, model.hparams.class_names, {}, {}, None, status=f"diverged: {e}")
+        except Exception as e:  # metrics.json and HPARAMS say how it ended: no normal-looking accuracy is left
+            status = _ended(e)
+            if status is not None:  # HPARAMS shows the val accuracy it reached beside "pruned" or "diverged"
+                log_hyperparameters(loggers, hparams | {"status": status.split(":")[0]})
+                report(cfg, trainer, {}, model.hparams.class_names, {}, {}, None, hparams, status=status)
             raise
         metrics |= trainer.callback_metrics  # trainer.test replaces them
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
-        seconds["test"] = _timed(trainer.test, model, datamodule=datamodule, ckpt_path=best or None)
+        seconds["test"] = _timed(trainer.test, model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics |= trainer.callback_metrics
     seconds["total"] = time.perf_counter() - started
     metrics = {name: float(value) for name, value in metrics.items()}
     if "val/acc_best" not in metrics and model.restored_val_acc_best is not None:  # a finished run, re-tested
         metrics["val/acc_best"] = model.restored_val_acc_best
-    log_hyperparameters(loggers, cfg, metrics)
+    log_hyperparameters(loggers, hparams | {"status": "ok"})
     evaluated = (best or cfg.get("ckpt_path")) if cfg.test else None
     sizes = {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")}
-    report(cfg, trainer, metrics, model.hparams.class_names, sizes, seconds, evaluated)
+    report(cfg, trainer, metrics, model.hparams.class_names, sizes, seconds, evaluated, hparams)
     return metrics
+
+
+def _ended(error: Exception) -> str | None:
+    """How a fit that raised ended, when that is a result and not a fault: diverged, or pruned by Optuna."""
+    if isinstance(error, Diverged):
+        return f"diverged: {error}"
+    if type(error).__name__ == "TrialPruned":  # optuna's; optuna is imported only by searches
+        return f"pruned: {error}"
+    return None
 
 
 def _check(cfg: DictConfig) -> None:
@@ -108,7 +129,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     return trainer
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
+def build_model(cfg: DictConfig, datamodule: ImageBatches) -> Classifier:
     """A new model (cfg.classifier) for the data's classes, shape and normalization, or (train=false) the model in
     cfg.ckpt_path with the data prepared as that model was trained (normalization; size and channels of an image
     folder). The data is set up here, before Lightning would: the model is built from what it holds. A checkpoint
@@ -154,41 +175,78 @@ def _choices() -> dict[str, str]:
             if group in ("data", "model", "optimizer", "scheduler", "experiment") and choice is not None}
 
 
-def log_hyperparameters(loggers: list, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """TensorBoard's hparams tab: the run's settings beside its results, to compare the runs of a sweep."""
-    keys = ("test/acc", "test/loss", "val/acc_best")
-    results = {f"hp/{key.replace('/', '_')}": metrics[key] for key in keys if key in metrics}
+def log_hyperparameters(loggers: list, hparams: dict[str, Any]) -> None:
+    """HPARAMS (TensorBoard) and hparams.yaml (CSV): the run's settings, read beside its results."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(hyperparameters(cfg), results)
-        else:  # CSV: hparams.yaml
-            logger.log_hyperparams(hyperparameters(cfg))
+        if isinstance(logger, TensorBoard):
+            if rank_zero_only.rank == 0:
+                logger.log_session(hparams, hparams.get("status", "ok"), experiment=not multirun)
+        else:
+            logger.log_hyperparams(hparams)
         logger.finalize("success")  # flush: the trainer has finalized its loggers already
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The run's key settings, flat: what tells the runs of a sweep apart."""
-    scheduler = cfg.get("scheduler") or {}
-    return {"data": _data_name(cfg), "model": _class_name(cfg.model), "optimizer": _class_name(cfg.optimizer),
-            "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
-            "scheduler": _class_name(scheduler.get("scheduler")), "batch_size": cfg.data.batch_size,
-            "max_epochs": cfg.trainer.max_epochs, "precision": str(cfg.trainer.precision), "seed": cfg.get("seed"),
-            "crop_padding": cfg.data.get("crop_padding"), "flip": cfg.data.get("flip")}
+    """The run's settings, flat, under their config keys (as an override names them), with their types: the
+    config-group choices, the optimizer's and network's plain settings, the common data and trainer settings, and
+    every override on the command line (a sweep's or a search's values)."""
+    choices = _choices()
+    params: dict[str, Any] = {"data": choices.get("data", _data_name(cfg)),
+                              "model": choices.get("model", _class_name(cfg.model)),
+                              "optimizer": choices.get("optimizer", _class_name(cfg.optimizer)),
+                              "scheduler": choices.get("scheduler", _class_name((cfg.get("scheduler") or {})
+                                                                                .get("scheduler")))}
+    if "experiment" in choices:
+        params["experiment"] = choices["experiment"]
+    for group in ("optimizer", "model"):
+        params |= {f"{group}.{key}": value for key, value in (cfg.get(group) or {}).items()
+                   if not key.startswith("_") and _plain(value)}
+    for key in ("data.batch_size", "data.crop_padding", "data.flip", "trainer.max_epochs", "trainer.precision",
+                "seed"):
+        value = OmegaConf.select(cfg, key)
+        if _plain(value):
+            params[key] = value
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            key, _, text = override.lstrip("+~").partition("=")
+            if key and not key.startswith(("paths.", "hydra.")) and key not in ("data.root", "ckpt_path",
+                                                                               "callbacks.optuna_pruning.trial"):
+                value = OmegaConf.select(cfg, key, default=text)
+                params[key] = value if _plain(value) else text
+    return params
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, str))
 
 
 @rank_zero_only
 def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class_names: list[str],
-           sizes: dict[str, int], seconds: dict[str, float], ckpt_path: str | None, status: str = "ok") -> None:
-    """Print the tutorial's two answers (overall and per-class accuracy) for the images really evaluated; write
-    them to metrics.json with what really ran (precision, accelerator) and how the run ended (status)."""
+           sizes: dict[str, int], seconds: dict[str, float], ckpt_path: str | None, hparams: dict[str, Any],
+           status: str = "ok") -> None:
+    """The end of a run, once: the tutorial's answer (overall accuracy) for the images really evaluated, then per
+    class its precision, recall (the tutorial's per-class accuracy) and F1, the best val accuracy, the seconds, the
+    checkpoint evaluated, the run folder and how to open it. metrics.json gets all of it with what really ran
+    (precision, accelerator), the hyperparameters and how the run ended (status)."""
     stage = "test" if "test/acc" in metrics else "val"
     per_class = {name: metrics[f"{stage}/acc_class/{name}"] for name in class_names
                  if f"{stage}/acc_class/{name}" in metrics}
     evaluated = int(metrics.get(f"{stage}/images", sizes.get(stage, 0)))
+    folder = Path(cfg.paths.output_dir)
     if f"{stage}/acc" in metrics:
         of = f" (of {sizes[stage]})" if evaluated != sizes.get(stage) else ""
-        lines = [f"Accuracy of the network on the {evaluated}{of} {stage} images: {100 * metrics[f'{stage}/acc']:.1f} %"]
-        lines += [f"Accuracy for class: {name:10s} is {100 * acc:.1f} %" for name, acc in per_class.items()]
+        lines = [f"Accuracy of the network on the {evaluated}{of} {stage} images: {100 * metrics[f'{stage}/acc']:.1f} %",
+                 *report_table(class_names, metrics, stage)]
+        if "val/acc_best" in metrics:
+            lines.append(f"best val accuracy {100 * metrics['val/acc_best']:.1f} %")
+        if seconds:
+            lines.append(", ".join(f"{part} {value:.1f} s" for part, value in seconds.items()))
+        if ckpt_path:
+            lines.append(f"checkpoint evaluated: {ckpt_path}")
+        lines.append(f"run folder: {folder}")
+        if any(isinstance(logger, TensorBoard) for logger in trainer.loggers):
+            lines.append(f"open it: tensorboard --logdir {folder}")
         log.info("\n".join(lines))
     config = OmegaConf.to_container(cfg, resolve=True)
     keys = ("data", "model", "optimizer", "scheduler", "classifier", "trainer", "seed", "train", "test", "ckpt_path")
@@ -196,6 +254,9 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
         "status": status,
         "accuracy": metrics.get(f"{stage}/acc"),
         "accuracy_per_class": per_class,
+        "per_class": {name: {kind: metrics.get(f"{stage}/{key}/{name}") for kind, key in (
+            ("precision", "precision_class"), ("recall", "acc_class"), ("f1", "f1_class"))} for name in class_names},
+        "macro": {kind: metrics.get(f"{stage}/{kind}_macro") for kind in ("precision", "recall", "f1")},
         "evaluated_on": stage,
         "evaluated_images": evaluated,
         "checkpoint": ckpt_path,
@@ -204,11 +265,12 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
         "seconds": seconds,
         "images": sizes,
         "metrics": metrics,
+        "hyperparameters": hparams,
         "config": {key: config.get(key) for key in keys},
     }
     for key in ("net", "optimizer", "scheduler"):  # the classifier's copies of model, optimizer and scheduler
         (result["config"].get("classifier") or {}).pop(key, None)
-    path = Path(cfg.paths.output_dir) / "metrics.json"
+    path = folder / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:  # never a half-written metrics.json
         tmp.write_text(json.dumps(result, indent=2))

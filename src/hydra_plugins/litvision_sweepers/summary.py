@@ -69,6 +69,9 @@ def error_text(error: BaseException) -> str:
 def finish(sweep_dir: Path, jobs: list[Job], config: DictConfig, maximize: bool, fail_on_errors: bool = True) -> None:
     """Print and save the summary; fail the sweep (after every job ran) when any job failed and fail_on_errors."""
     log.info("\n" + summarize(sweep_dir, jobs, config.get("optimized_metric") or "value", maximize))
+    from litvision.tensorboard import write_sweep_experiment
+
+    write_sweep_experiment(sweep_dir, [job.folder for job in jobs])  # HPARAMS: what differs, ticked first
     failed = [job for job in jobs if job.status == "failed"]
     if failed and fail_on_errors:  # exit 1 with the message alone: a traceback of the sweeper would say nothing more
         log.error(f"{len(failed)} of {len(jobs)} jobs failed ({', '.join(str(j.number) for j in failed)}): "
