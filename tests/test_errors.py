@@ -70,3 +70,24 @@ def test_entry_point_prints_one_clear_line(tmp_path):
     output = done.stdout + done.stderr
     assert "Invalid learning rate: -1" in output and "Traceback" not in output
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"earlier run"
+
+
+def test_help_describes_each_tool_with_examples():
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    train_help = run("train.py", "--help")
+    assert train_help.returncode == 0 and train_help.stdout.startswith("python train.py: train, test and report")
+    lines = train_help.stdout.splitlines()
+    for experiment in sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")):  # one line each
+        assert any(line.split()[:1] == [experiment] for line in lines), experiment
+    assert "Examples:" in train_help.stdout and "data: cifar10, cifar100" in train_help.stdout  # then the groups
+    assert "_target_" not in train_help.stdout  # not the whole config
+    for tool in ("predict", "export"):
+        done = run("-m", f"litvision.{tool}", "--help")
+        assert done.returncode == 0 and done.stdout.startswith(f"python -m litvision.{tool}: ")
+        assert "ckpt_path" in done.stdout and "hparams_search" not in done.stdout  # its own settings only
+        usage = run("-m", f"litvision.{tool}")  # nothing given: one line that says what to give
+        assert usage.returncode == 1 and "Traceback" not in usage.stderr + usage.stdout
+        [line] = [line for line in (usage.stdout + usage.stderr).splitlines() if line.strip()]
+        assert "not given. Usage: python -m litvision." in line
