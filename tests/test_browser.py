@@ -1,31 +1,62 @@
-"""A real browser sees the run in TensorBoard: headless Chromium loads it and finds the run and its accuracies."""
+"""A real browser sees what litvision writes: headless Chromium loads TensorBoard (its chart lines drawn, and the
+custom-scalars, images and HPARAMS pages), the MLflow UI on a run's local store, and optuna-dashboard on a
+search's study."""
 
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import FIXTURES, ROOT
 from browser_check import find_chromium
 from litvision.training import train
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
 
 
-def test_tensorboard_page_shows_the_run_and_accuracies(cfg_factory, tmp_path):
-    cfg = cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=2", out="sweep/0_model-mlp")
-    train(cfg)
+def browser_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "browser_check.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_tensorboard_pages_show_the_run_with_its_lines(cfg_factory, tmp_path):
+    train(cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=2", out="sweep/0_model-mlp"))
     screenshot = tmp_path / "tensorboard.png"
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "browser_check.py"), str(tmp_path / "sweep"),
-                           f"--screenshot={screenshot}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = browser_check(str(tmp_path / "sweep"), f"--screenshot={screenshot}")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    assert "TensorBoard shows every run and train/acc, val/acc, test/acc" in done.stdout
+    assert "TensorBoard shows every run and train/acc, val/acc, test/acc" in done.stdout  # lines counted too
     assert screenshot.read_bytes()[:4] == b"\x89PNG" and screenshot.stat().st_size > 20_000
+    done = browser_check(str(tmp_path / "sweep"), f"--pages={tmp_path / 'pages'}")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    for page in ("custom_scalars", "scalars", "images", "hparams"):
+        assert (tmp_path / "pages" / f"tensorboard_{page}.png").stat().st_size > 20_000
 
 
 def test_a_missing_tag_fails_the_check(cfg_factory, tmp_path):
     train(cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=1", "test=false", out="run"))
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "browser_check.py"), str(tmp_path / "run"),
-                           f"--screenshot={tmp_path / 's.png'}", "--expect", "val/acc", "nonexistent/tag"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = browser_check(str(tmp_path / "run"), f"--screenshot={tmp_path / 's.png'}", "--expect", "val/acc",
+                         "nonexistent/tag")
     assert done.returncode == 1 and "nonexistent/tag" in done.stdout + done.stderr
+
+
+def test_the_mlflow_ui_shows_the_run(cfg_factory, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train(cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=1", "logger=mlflow", out="mlflow_run"))
+    done = browser_check("--mlflow", str(tmp_path / "mlflow_run" / "mlflow.db"), "--expect", "litvision",
+                         "mlflow_run", f"--screenshot={tmp_path / 'mlflow.png'}")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert (tmp_path / "mlflow.png").stat().st_size > 10_000
+
+
+def test_optuna_dashboard_shows_the_study(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    done = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=mnist_optuna", "data=mnist",
+                           f"paths.data_dir={FIXTURES}", f"paths.cache_dir={tmp_path / 'cache'}", "data.val_size=100",
+                           "trainer.max_epochs=1", "hydra.sweeper.n_trials=2", "callbacks.progress_bar=null",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = browser_check("--optuna", str(tmp_path / "sweep" / "optuna.db"), "--expect", "mnist_optuna",
+                         f"--screenshot={tmp_path / 'optuna.png'}")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

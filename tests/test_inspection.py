@@ -35,7 +35,7 @@ def test_tensorboard_has_what_a_person_looks_for(cfg_factory):
     assert abs(metrics["test/recall_macro"] - sum(metrics[f"test/acc_class/{c}"] for c in CLASSES) / 10) < 1e-6
     for tag in ("test/confusion_matrix", "test/per_class", "test/samples", "test/confidently_wrong"):
         [image] = events.Images(tag)
-        assert image.width >= 500 and image.encoded_image_string[:4] == b"\x89PNG"
+        assert 400 <= image.width <= 500 and image.encoded_image_string[:4] == b"\x89PNG"  # a card's width
     assert len(events.Images("val/confusion_matrix")) == len(events.Images("val/per_class")) == 2  # each epoch
     pr_curves = events.PluginTagToContent("pr_curves")
     assert sorted(pr_curves) == [f"test/pr_curve/{c}" for c in CLASSES]

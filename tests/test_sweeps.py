@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -82,7 +83,7 @@ def test_optuna_search_records_failures_writes_the_best_and_resumes(tmp_path):
     top = max(complete, key=lambda t: t.value)
     assert best.best_value == top.value and best.best_params == top.params and best.trials.fail == 4 - len(complete)
     for trial in complete:  # the value told to Optuna is the job's val/acc_best
-        result = json.loads((tmp_path / "sweep" / f"trial_{trial.number}" / "metrics.json").read_text())
+        result = json.loads((Path(trial.user_attrs["folder"]) / "metrics.json").read_text())
         assert trial.value == pytest.approx(result["metrics"]["val/acc_best"])
     assert (tmp_path / "sweep" / "optimization_history.png").stat().st_size > 10_000
     assert len(summary(tmp_path)) == 4
@@ -107,7 +108,8 @@ def test_optuna_prunes_trials_running_in_parallel(tmp_path):
     assert [t.state for t in pruned] == [optuna.trial.TrialState.PRUNED] * 2
     for trial in pruned:  # val/acc reported after epochs 0 and 1, then stopped: no epoch 2, no test
         assert sorted(trial.intermediate_values) == [0, 1]
-        folder = tmp_path / "sweep" / f"trial_{trial.number}"
+        folder = Path(trial.user_attrs["folder"])
+        assert folder.name.startswith(f"trial_{trial.number}_") and "optimizer.lr=" in folder.name  # named by its values
         assert "pruned after epoch 1" in (folder / "train.log").read_text()
         result = json.loads((folder / "metrics.json").read_text())  # how it ended, and no test accuracy
         assert result["status"].startswith("pruned: ") and result["accuracy"] is None

@@ -82,4 +82,18 @@ def resumed_run_dir(ckpt_path: str | None, train: bool, default: str) -> str:
     return default
 
 
+def wandb_offline() -> bool:
+    """conf/logger/wandb.yaml: log offline unless this machine is logged in to Weights & Biases."""
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
 OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, replace=True)
+OmegaConf.register_new_resolver("basename", lambda path: Path(path).name, replace=True)
+OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)

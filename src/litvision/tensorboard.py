@@ -7,6 +7,7 @@ description, from all its jobs: what differs between them comes first, so Tensor
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ class TensorBoard(TensorBoardLogger):
             "learning rate": ["Multiline", ["^train/lr$"]]}})
         self.experiment.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # a Markdown code block
 
-    def log_session(self, hparams: dict[str, Any], status: str, experiment: bool) -> None:
+    def log_session(self, hparams: dict[str, Any], status: str, experiment: bool, chosen: Iterable[str] = ()) -> None:
         """HPARAMS: this run's hyperparameters and how it ended (ok, pruned, diverged). experiment: also describe the
-        table's columns from this run alone (a single run; a sweep describes them once, from all its jobs)."""
+        table's columns from this run alone (a single run; a sweep describes them once, from all its jobs), the
+        `chosen` ones (what its command line set) first."""
         writer = self.experiment._get_file_writer()
         if experiment:
-            writer.add_summary(experiment_summary([hparams]))
+            writer.add_summary(experiment_summary([hparams], first=set(chosen)))
         writer.add_summary(_summary("session_start_info", session_start_info=_start_info(hparams)))
         from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -68,9 +70,10 @@ def write_sweep_experiment(sweep_dir: Path, job_folders: list[Path]) -> None:
     writer.close()
 
 
-def experiment_summary(runs: list[dict[str, Any]]):
+def experiment_summary(runs: list[dict[str, Any]], first: set[str] = frozenset()):
     """The hparams plugin's experiment: a typed column per hyperparameter seen in `runs`, those that differ
-    between them first (TensorBoard shows the first ones), and the METRICS."""
+    between them first (TensorBoard ticks the first five; it orders by `differs`, so for a single run the `first`
+    ones are marked so), and the METRICS."""
     from tensorboard.plugins.hparams import api_pb2
 
     names = sorted({name for run in runs for name in run})
@@ -79,7 +82,7 @@ def experiment_summary(runs: list[dict[str, Any]]):
         values = [run[name] for run in runs if name in run]
         kinds = {_kind(value) for value in values}
         kind = kinds.pop() if len(kinds) == 1 else api_pb2.DATA_TYPE_STRING
-        differs = len({json.dumps(v, sort_keys=True) for v in values}) > 1 or len(values) < len(runs)
+        differs = len({json.dumps(v, sort_keys=True) for v in values}) > 1 or len(values) < len(runs) or name in first
         infos.append(api_pb2.HParamInfo(name=name, type=kind, differs=differs))
     infos.sort(key=lambda info: (not info.differs, info.name))
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[

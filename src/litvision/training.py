@@ -181,10 +181,13 @@ def log_hyperparameters(loggers: list, hparams: dict[str, Any]) -> None:
     for logger in loggers:
         if isinstance(logger, TensorBoard):
             if rank_zero_only.rank == 0:
-                logger.log_session(hparams, hparams.get("status", "ok"), experiment=not multirun)
-        else:
+                logger.log_session(hparams, hparams.get("status", "ok"), experiment=not multirun,
+                                   chosen=[*_overridden(), "model", "data", "status"])
+        else:  # CSV: hparams.yaml; MLflow, W&B: the run's parameters
             logger.log_hyperparams(hparams)
-        logger.finalize("success")  # flush: the trainer has finalized its loggers already
+        logger.finalize("failed" if hparams.get("status") == "diverged" else "success")  # flush; MLflow: its status
+        if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
+            logger.experiment.finish()  # else the next run of this process would log into this one
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -207,14 +210,19 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
         value = OmegaConf.select(cfg, key)
         if _plain(value):
             params[key] = value
-    if HydraConfig.initialized():
-        for override in HydraConfig.get().overrides.task:
-            key, _, text = override.lstrip("+~").partition("=")
-            if key and not key.startswith(("paths.", "hydra.")) and key not in ("data.root", "ckpt_path",
-                                                                               "callbacks.optuna_pruning.trial"):
-                value = OmegaConf.select(cfg, key, default=text)
-                params[key] = value if _plain(value) else text
+    for key, text in _overridden().items():
+        value = OmegaConf.select(cfg, key, default=text)
+        params[key] = value if _plain(value) else text
     return params
+
+
+def _overridden() -> dict[str, str]:
+    """The command line's overrides (a sweep job's: its values), KEY -> VALUE text, but for paths."""
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (override.lstrip("+~").partition("=") for override in HydraConfig.get().overrides.task)
+    return {key: text for key, _, text in pairs if key and not key.startswith(("paths.", "hydra."))
+            and key not in ("data.root", "ckpt_path", "callbacks.optuna_pruning.trial")}
 
 
 def _plain(value: Any) -> bool:
@@ -245,8 +253,14 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
         if ckpt_path:
             lines.append(f"checkpoint evaluated: {ckpt_path}")
         lines.append(f"run folder: {folder}")
-        if any(isinstance(logger, TensorBoard) for logger in trainer.loggers):
-            lines.append(f"open it: tensorboard --logdir {folder}")
+        for logger in trainer.loggers:
+            kind = type(logger).__name__
+            if isinstance(logger, TensorBoard):
+                lines.append(f"open it: tensorboard --logdir {folder}")
+            elif kind == "MLFlowLogger":
+                lines.append(f"open it: mlflow ui --backend-store-uri {logger._tracking_uri}")
+            elif kind == "WandbLogger" and logger._offline:
+                lines.append(f"upload it: wandb sync {folder / 'wandb'}/offline-run-*")
         log.info("\n".join(lines))
     config = OmegaConf.to_container(cfg, resolve=True)
     keys = ("data", "model", "optimizer", "scheduler", "classifier", "trainer", "seed", "train", "test", "ckpt_path")

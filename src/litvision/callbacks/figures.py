@@ -1,5 +1,5 @@
-"""What a person looks for in TensorBoard, drawn to be read at its card size (about 600 px wide, fonts of 10 pt and
-more): the confusion matrix, per-class precision/recall/F1, test images across the classes with their ground truth
+"""What a person looks for in TensorBoard, drawn to be read at its card size (TensorBoard fits an image into a card
+about 330 px wide: figures 4.6 in wide, so that 10-pt text stays about 10 px high there): the confusion matrix, per-class precision/recall/F1, test images across the classes with their ground truth
 and prediction (the tutorial's GroundTruth/Predicted step), the most confidently wrong, one precision-recall curve
 per class and, behind a switch, the test set's features in the embedding projector."""
 
@@ -10,8 +10,9 @@ from torch import nn
 from torchmetrics import CatMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-TITLE = 12  # points: figure titles
+TITLE = 11  # points: figure titles
 LABEL = 10  # points: axis labels, image titles, legends
+CARD = 4.6  # inches: a figure this wide is shown near its size in a TensorBoard card
 
 
 class Figures(L.Callback):
@@ -118,7 +119,7 @@ class Figures(L.Callback):
         if self.n_samples:
             images, true, predicted = self.picked.taken()
             figures["test/samples"] = image_grid(images[: self.n_samples], true, predicted, names,
-                                                 "test images across the classes: true / predicted")
+                                                 "test samples: true class, ✓ or ✗ predicted")
         if self.n_wrong and len(self.wrong[1]):
             figures["test/confidently_wrong"] = image_grid(*self.wrong[1:], names, "the most confident mistakes",
                                                            confidence=self.wrong[0])
@@ -201,18 +202,17 @@ def confusion_figure(confusion: torch.Tensor, names: list[str], title: str):
     n = len(names)
     counts = confusion.long()
     percent = 100 * counts / counts.sum(1, keepdim=True).clamp_min(1)
-    side = min(max(6.0, 0.45 * n + 2.5), 24.0)
-    figure, ax = plt.subplots(figsize=(side + 1.2, side))
+    side = CARD if n <= 10 else min(0.4 * n + 1.2, 24.0)  # more classes: larger (open it at its actual size)
+    figure, ax = plt.subplots(figsize=(side, side * 0.9))
     shown = ax.imshow(percent.numpy(), cmap="Blues", vmin=0, vmax=100)
     bar = figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label("% of the true class", fontsize=LABEL)
+    bar.set_label("% of the true class (cells: %)", fontsize=LABEL)
     bar.ax.tick_params(labelsize=LABEL)
     if n <= 30:
-        size = 9 if n <= 12 else 7
         for i in range(n):
             for j in range(n):
-                text = f"{percent[i, j]:.0f}%" + (f"\n{counts[i, j]}" if n <= 12 else "")
-                ax.text(j, i, text, ha="center", va="center", fontsize=size,
+                text = f"{percent[i, j]:.0f}" + (f"%\n{counts[i, j]}" if n <= 5 else "")  # counts where they fit
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if n <= 10 else 6,
                         color="white" if percent[i, j] > 55 else "black")
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=LABEL)
     ax.set_yticks(range(n), names, fontsize=LABEL)
@@ -233,12 +233,12 @@ def class_bars(confusion: torch.Tensor, names: list[str], title: str):
     recall = 100 * hits / counts.sum(1).clamp_min(1)
     f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
     n = len(names)
-    figure, ax = plt.subplots(figsize=(6.5, min(max(3.0, 0.42 * n + 1.6), 40.0)))
+    figure, ax = plt.subplots(figsize=(CARD, min(max(3.4, 0.34 * n + 2.2), 40.0)))
     rows = torch.arange(n).double()
     for k, (label, values, colour) in enumerate((("precision", precision, "#4c72b0"), ("recall", recall, "#dd8452"),
                                                  ("F1", f1, "#55a868"))):
         ax.barh(rows + (k - 1) * 0.27, values.numpy(), height=0.27, color=colour,
-                label=f"{label} (macro {values.mean():.1f})")
+                label=f"{label}: {values.mean():.1f} macro average")
     ax.set_yticks(range(n), names, fontsize=LABEL)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
@@ -246,9 +246,9 @@ def class_bars(confusion: torch.Tensor, names: list[str], title: str):
     ax.tick_params(axis="x", labelsize=LABEL)
     ax.grid(axis="x", alpha=0.3)
     height = figure.get_figheight()
-    figure.legend(fontsize=LABEL - 1, loc="lower center", ncol=3, frameon=False)
+    figure.legend(fontsize=LABEL - 1, loc="lower center", ncol=1, frameon=False)
     ax.set_title(title, fontsize=TITLE)
-    figure.tight_layout(rect=(0, 0.4 / height, 1, 1))  # 0.4 in at the bottom for the legend
+    figure.tight_layout(rect=(0, 0.75 / height, 1, 1))  # 0.75 in at the bottom for the legend
     return figure
 
 
@@ -259,7 +259,7 @@ def image_grid(images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tens
     plt = _pyplot()
     columns = min(4, max(1, len(images)))
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.65 * columns, 1.95 * rows + 0.5), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(CARD / 4 * columns, 1.55 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
