@@ -29,6 +29,7 @@ class Entry:
     name: str
     dataset: str  # the tutorial loop on the same dataset is the reference
     overrides: list[str] = field(default_factory=list)  # train.py overrides; empty: the tutorial loop itself
+    target: tuple[float, float] | None = None  # (training seconds, test accuracy): what the run must reach, plotted
 
     @property
     def reference(self) -> bool:
@@ -47,8 +48,8 @@ ENTRIES = [
     Entry("mnist_cnn_fast", "mnist", ["experiment=mnist_cnn_fast"]),
 ]
 LADDER = [  # CIFAR-10 accuracy ladder (README, Models): not in the default run, name them with --only
-    Entry("cifar10_ladder_5min", "cifar10", ["experiment=cifar10_ladder_5min"]),
-    Entry("cifar10_ladder_15min", "cifar10", ["experiment=cifar10_ladder_15min"]),
+    Entry("cifar10_ladder_5min", "cifar10", ["experiment=cifar10_ladder_5min"], target=(300, 0.85)),
+    Entry("cifar10_ladder_15min", "cifar10", ["experiment=cifar10_ladder_15min"], target=(900, 0.90)),
     Entry("cifar10_airbench", "cifar10", ["experiment=cifar10_airbench"]),
 ]
 
@@ -105,25 +106,47 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(entries: list[Entry], runs: list[dict], path: Path) -> None:
+    """Test accuracy after each epoch against training seconds: every run thin, the median of the runs (epoch by
+    epoch: the median seconds and accuracy) bold, the entries' targets as dotted lines; plain tick labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     datasets = sorted({e.dataset for e in entries})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.0 * len(datasets), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for entry in (e for e in entries if e.dataset == dataset):
-            mine = sorted((r for r in runs if r["name"] == entry.name), key=lambda r: r["train_seconds"])
-            median = mine[len(mine) // 2]  # the run of median training time
-            seconds, accuracy = zip(*median["curve"])
-            ax.plot(seconds, [100 * a for a in accuracy], "o-" if entry.overrides else "s--", label=entry.name)
-        ax.set_xscale("log")
-        ax.set_xlabel("training seconds (log scale)")
+        repeats = 0
+        for k, entry in enumerate(e for e in entries if e.dataset == dataset):
+            mine = [r for r in runs if r["name"] == entry.name and r.get("curve")]
+            if not mine:
+                continue
+            repeats = max(repeats, len(mine))
+            colour = f"C{k}"
+            for run in mine:
+                seconds, accuracy = zip(*run["curve"])
+                ax.plot(seconds, [100 * a for a in accuracy], "-", color=colour, alpha=0.3, linewidth=1)
+            epochs = min(len(run["curve"]) for run in mine)
+            median = [(statistics.median(run["curve"][i][0] for run in mine),
+                       100 * statistics.median(run["curve"][i][1] for run in mine)) for i in range(epochs)]
+            ax.plot(*zip(*median), "o-" if entry.overrides else "s--", color=colour, label=entry.name)
+            if entry.target:
+                seconds, accuracy = entry.target
+                ax.axhline(100 * accuracy, color=colour, linestyle=":", linewidth=1.2)
+                ax.axvline(seconds, color=colour, linestyle=":", linewidth=1.2)
+                ax.annotate(f"target: {100 * accuracy:g}% within {seconds / 60:g} min", (seconds, 100 * accuracy),
+                            textcoords="offset points", xytext=(-6, -13), ha="right", fontsize=9, color=colour)
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.yaxis.set_major_formatter(plain)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("training seconds")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{dataset}: test accuracy after each epoch")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{'CIFAR-10' if dataset == 'cifar10' else 'MNIST'}: test accuracy after each epoch (median of "
+                     f"{repeats} run{'s' if repeats > 1 else ''} bold)", fontsize=11)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -137,8 +160,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run names to keep (default: all but the CIFAR-10 ladder)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every litvision run")
     parser.add_argument("--first-seed", type=int, default=0, help="repeat r runs with seed first_seed + r")
+    parser.add_argument("--plot", action="store_true", help="only draw --out's time_to_accuracy.png again from its "
+                        "results.json")
     args = parser.parse_args()
     entries = [e for e in ENTRIES + LADDER if e.name in args.only] if args.only else ENTRIES
+    if args.plot:
+        runs = json.loads((args.out / "results.json").read_text())["runs"]
+        names = {run["name"] for run in runs}
+        plot([e for e in ENTRIES + LADDER if e.name in names], runs, args.out / "time_to_accuracy.png")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for repeat in range(args.repeats):

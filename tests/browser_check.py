@@ -34,8 +34,10 @@ def find_chromium() -> str | None:
     return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
-def render(url: str, screenshot: Path | None = None, size: str = "1600,1100", budget_ms: int = 20000) -> str:
-    """The page's DOM after `budget_ms` of (virtual) time; with `screenshot`, a PNG of it too."""
+def render(url: str, screenshot: Path | None = None, size: str = "1600,1100", budget_ms: int = 20000,
+           drawn: bool = True) -> str:
+    """The page's DOM after `budget_ms` of (virtual) time; with `screenshot`, a PNG of it too (drawn: of a page
+    with charts or images, taken again while they are not drawn yet)."""
     chromium = find_chromium()
     if chromium is None:
         raise SystemExit("no Chromium found: install it (Debian: apt-get install chromium)")
@@ -43,10 +45,27 @@ def render(url: str, screenshot: Path | None = None, size: str = "1600,1100", bu
         browser = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
                    f"--virtual-time-budget={budget_ms}"]
         page = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=300).stdout
-        if screenshot:
-            subprocess.run([*browser, f"--screenshot={screenshot.resolve()}", url], capture_output=True,
-                           timeout=300, cwd=profile)
+    if screenshot:
+        for attempt in range(4):  # a screenshot is a second load: taken again, with more time, while still blank
+            with tempfile.TemporaryDirectory() as profile:
+                subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
+                                f"--virtual-time-budget={budget_ms * (attempt + 1)}",
+                                f"--screenshot={screenshot.resolve()}", url], capture_output=True, timeout=300, cwd=profile)
+            if not drawn or not _blank(screenshot):
+                break
     return page
+
+
+def _blank(png: Path) -> bool:
+    """Whether the page's content area (below its header, right of its side bar) holds next to nothing dark: no
+    chart lines, axis labels or images drawn yet (TensorBoard's empty cards are white with light grey borders)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        width, height = image.size
+        area = image.convert("L").crop((width // 5, height // 6, width * 4 // 5, height * 5 // 6))
+        dark = sum(area.histogram()[:150])
+    return dark < 0.003 * area.width * area.height
 
 
 @contextlib.contextmanager
@@ -119,8 +138,9 @@ def pages(logdir: Path, folder: Path) -> dict[str, Path]:
             page_url = f"{url}{query}{'&' if query else '?'}forceSVG=true#{fragment}"
             path = folder / f"tensorboard_{name}.png"
             missing: list[str] = []
-            for _ in range(3):
-                page = render(page_url, path, size="1400,1000")
+            for attempt in range(3):  # a larger logdir takes longer to draw: more time at each try
+                page = render(page_url, path, size="1400,1000", budget_ms=20000 * (attempt + 1),
+                              drawn=name != "hparams")
                 shown = _fetch(url + data) if data else page
                 missing = [text for text in texts if text not in shown]
                 if name == "scalars" and not LINE.search(page):
@@ -147,7 +167,7 @@ def check_app(command: list[str], ready: str, where: str, expect: list[str], scr
     with serving(command, ready) as url:
         page = ""
         for _ in range(4):  # single-page apps fetch their data after the first paint
-            page = render(url + where, screenshot, size="1400,1000")
+            page = render(url + where, screenshot, size="1400,1000", drawn=False)
             if all(text in page for text in expect):
                 break
             time.sleep(2)
@@ -215,8 +235,9 @@ def main() -> None:
                     "--host", "127.0.0.1", "--workers", "1"] if args.mlflow else
                    [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", database, "--port",
                     "PORT", "--host", "127.0.0.1"])
-        name, ready, where = ("MLflow", "health", "#/experiments") if args.mlflow else ("optuna-dashboard",
-                                                                                       "api/studies", "dashboard")
+        # a local store's or study's first: the litvision experiment (MLflow's 0 is Default), the search's study
+        name, ready, where = (("MLflow", "health", "#/experiments/1/runs") if args.mlflow else
+                              ("optuna-dashboard", "api/studies", "dashboard/studies/1"))
         missing = check_app(command, ready, where, args.expect or [], args.screenshot)
     elif args.pages:
         shots = pages(args.logdir.resolve(), args.pages)

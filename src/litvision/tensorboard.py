@@ -60,11 +60,14 @@ def write_sweep_experiment(sweep_dir: Path, job_folders: list[Path]) -> None:
     for folder in job_folders:
         path = folder / "metrics.json"
         if path.is_file():
-            runs.append(json.loads(path.read_text()).get("hyperparameters") or {})
+            result = json.loads(path.read_text())
+            runs.append({**(result.get("hyperparameters") or {}), "status": result["status"].split(":")[0]})
     if not runs:
         return
     from torch.utils.tensorboard.writer import FileWriter
 
+    for earlier in sweep_dir.glob("events.out.tfevents.*.sweep"):  # a resumed search describes all its trials anew
+        earlier.unlink()
     writer = FileWriter(str(sweep_dir), filename_suffix=".sweep")
     writer.add_summary(experiment_summary(runs))
     writer.close()
