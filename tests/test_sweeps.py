@@ -131,3 +131,13 @@ def test_optuna_records_a_diverged_trial_as_failed_and_goes_on(tmp_path):
     assert [t.state for t in diverged] == [optuna.trial.TrialState.FAIL] * 2  # the second ran after the first failed
     assert all(t.user_attrs["error"].startswith("Diverged: the training loss is nan at step") for t in diverged)
     assert [row["status"] for row in summary(tmp_path)] == ["failed", "failed"]
+
+
+def test_job_folders_are_named_by_their_overrides_within_the_name_limit():
+    from litvision import run_folder
+
+    searched = "data=mnist,optimizer.lr=0.12520653814999466,optimizer.weight_decay=2.6919058249260695e-05"
+    assert run_folder(searched) == "data=mnist,optimizer.lr=0.1252,optimizer.weight_decay=2.692e-05"
+    assert run_folder("model=lenet,optimizer.lr=0.05") == "model=lenet,optimizer.lr=0.05"  # short: as it is
+    long = ",".join(f"model.widths.{i}=1024" for i in range(40))
+    assert len(run_folder(long).encode()) == 150 and run_folder(long) != run_folder(long + ",seed=1")

@@ -156,3 +156,36 @@ def test_checkpoint_written_before_the_model_owned_its_normalization_still_evalu
     metrics = train(cfg_factory("data=mnist", "train=false", f"ckpt_path={ckpt}", "logger=none"))
     assert metrics["test/acc"] == pytest.approx(0.54)
     assert metrics["test/loss"] == pytest.approx(2.2211015, rel=1e-6)
+
+
+def test_in_a_terminal_the_progress_bar_fits_80_columns(tmp_path):
+    """A real terminal (a pseudo-terminal 120 columns wide): every bar Lightning draws stays within 80 columns."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: train.py on the terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "train.py", "data=mnist", "model=mlp", f"paths.data_dir={FIXTURES}",
+                                  "data.val_size=100", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
+                                  f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    output = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        output += data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")[-2000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    bars = [part for line in text.splitlines() for part in line.split("\r") if "it/s" in part or "?it" in part]
+    assert any(bar.startswith("Epoch 1:") and "val/acc=" in bar and "loss=" in bar for bar in bars)
+    assert bars and max(len(bar.rstrip()) for bar in bars) <= 80

@@ -94,6 +94,20 @@ def wandb_offline() -> bool:
         return True
 
 
+def run_folder(overrides: str, limit: int = 150) -> str:
+    """A sweep job's folder name from its overrides (conf/hydra/default.yaml): what TensorBoard names the run by.
+    Floats searched to 16 digits are written with 4 (optimizer.lr=0.1252), and a name longer than `limit` is cut
+    and ends in a hash of the whole: a folder name may not exceed 255 bytes."""
+    import hashlib
+    import re
+
+    name = re.sub(r"(?<==)-?\d+\.\d{5,}(?:e-?\d+)?(?=,|$)", lambda m: f"{float(m.group()):.4g}", overrides)
+    if len(name.encode()) <= limit:
+        return name
+    return name.encode()[: limit - 9].decode(errors="ignore") + "~" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
+
+
 OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, replace=True)
+OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
 OmegaConf.register_new_resolver("basename", lambda path: Path(path).name, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)

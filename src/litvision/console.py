@@ -49,25 +49,27 @@ class ProgressBar(TQDMProgressBar):
             shown["val/acc"] = f"{100 * metrics['val/acc']:.1f}%"
         return shown
 
-    def _narrow(self, bar: Tqdm) -> Tqdm:
-        bar.dynamic_ncols = False
-        bar.ncols = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
-        return bar
+    def _bar(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
+        """Lightning's bar as it makes it, but 80 columns wide (or the terminal's width) from its first draw on."""
+        return Tqdm(desc=desc, position=2 * self.process_position + position, disable=self.is_disabled, leave=leave,
+                    dynamic_ncols=False, ncols=min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns),
+                    file=sys.stdout, bar_format=self.BAR_FORMAT, **kwargs)
 
     def init_sanity_tqdm(self) -> Tqdm:
-        return self._narrow(super().init_sanity_tqdm())
+        return self._bar(self.sanity_check_description, 0, leave=False)
 
     def init_train_tqdm(self) -> Tqdm:
-        return self._narrow(super().init_train_tqdm())
+        return self._bar(self.train_description, 0, leave=True, smoothing=0)
 
     def init_validation_tqdm(self) -> Tqdm:
-        return self._narrow(super().init_validation_tqdm())
+        has_main_bar = self.trainer.state.fn != "validate"
+        return self._bar(self.validation_description, int(has_main_bar), leave=not has_main_bar)
 
     def init_test_tqdm(self) -> Tqdm:
-        return self._narrow(super().init_test_tqdm())
+        return self._bar("Testing", 0, leave=True)
 
     def init_predict_tqdm(self) -> Tqdm:
-        return self._narrow(super().init_predict_tqdm())
+        return self._bar(self.predict_description, 0, leave=True, smoothing=0)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
