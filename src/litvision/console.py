@@ -84,19 +84,31 @@ class ProgressBar(TQDMProgressBar):
             print(f"epoch {trainer.current_epoch} step {batch_idx + 1}{of} {metrics}"[:WIDTH], flush=True)
 
 
+class _Without(logging.Filter):
+    """Drops the log records whose message starts with one of `starts`."""
+
+    def __init__(self, *starts: str) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
 def quiet_third_party() -> None:
-    """Leave out what a user cannot act on: Lightning's product tips and deprecation warnings that Lightning and
-    litdata raise about their own code."""
-
-    class NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.msg).startswith("💡 Tip")
-
+    """Leave out what a user cannot act on: Lightning's product tips, deprecation warnings that Lightning and
+    litdata raise about their own code, and what they say of data=streaming that does not apply to it."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(NoTips())
+        logging.getLogger(name).addFilter(_Without("💡 Tip"))
+    # said of every sharded evaluation split, which runs no collectives (litvision.streaming)
+    logging.getLogger("litdata.streaming.dataset").addFilter(
+        _Without("You're operating within a distributed environment and have disabled the `drop_last` option"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message="The given buffer is not writable")  # litdata's reads of its chunks
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
+    # litdata shards a StreamingDataset across dataloader workers itself, which this warning for any sized
+    # IterableDataset does not know
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def report_table(class_names: list[str], metrics: dict[str, float], stage: str) -> list[str]:

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -169,9 +168,6 @@ class StreamingDataModule(ImageBatches):
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
-        # litdata shards the data across workers itself, which the warning Lightning gives for any sized
-        # IterableDataset does not know
-        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         self.index = read_index(self.input_dir)
         names = self.index["classes"]
         if self.class_names is None:
@@ -191,8 +187,6 @@ class StreamingDataModule(ImageBatches):
         from litdata import StreamingDataset
 
         cache = str(Path(self.cache_dir) / name) if self.cache_dir and "://" in self.input_dir else None
-        warnings.filterwarnings("ignore", message="You're operating within a distributed environment and have "
-                                "disabled the `drop_last` option")  # said of evaluation, which runs no collectives
         return StreamingDataset(f"{self.input_dir}/{name}", shuffle=name == "train", seed=self.seed, cache_dir=cache,
                                 max_cache_size=self.max_cache_size, drop_last=None if name == "train" else False)
 
