@@ -7,8 +7,6 @@ Prints seconds and images/s (medians of the repeats, the two sides alternating) 
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +19,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.io import ImageReadMode, decode_image  # noqa: E402
 
+from litvision import hardware  # noqa: E402
 from litvision.decoding import _decode_image_folder, _list_image_folder  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg"
@@ -48,21 +47,14 @@ def upscaled(folder: Path, count: int = 3000) -> Path:
     return folder
 
 
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "amx": torch.cpu._is_amx_tile_supported(),
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--photos", type=Path, default=Path("/tmp/litvision-cifar10-224"))
     args = parser.parse_args()
-    results = {"machine": machine(), "datasets": {}}
-    print(results["machine"])
+    results = {"machine": hardware.record(), "datasets": {}}
+    print(hardware.summary(results["machine"]))
     for name, root in (("CIFAR-10 (60,000 x 32x32 JPEG)", SHARED), ("CIFAR-10 at 224x224 (3,000 JPEG)",
                                                                     upscaled(args.photos))):
         classes, files = _list_image_folder(root, (0.8, 0.1, 0.1), 0)

@@ -20,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from decode import machine, upscaled  # noqa: E402
+from decode import upscaled  # noqa: E402
+
+from litvision import hardware  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup/memory/litvision_benchmark")
 
@@ -103,7 +105,9 @@ def main() -> None:
     limit = int(args.limit_gb * 2**30)
     big, small = upscaled(args.work / f"big{args.images}", args.images), upscaled(args.work / f"small{args.fits}",
                                                                                  args.fits)
-    print(machine(), f"limit {args.limit_gb} GB; decoded: {args.images * 3 * 224 * 224 / 2**30:.2f} GB over the limit, "
+    machine = hardware.record()
+    print(hardware.summary(machine), flush=True)
+    print(f"limit {args.limit_gb} GB; decoded: {args.images * 3 * 224 * 224 / 2**30:.2f} GB over the limit, "
           f"{args.fits * 3 * 224 * 224 / 2**30:.2f} GB fitting", flush=True)
     runs = args.work / "runs"
     rows = [run("fits, in memory", small, "null", None, runs),
@@ -114,7 +118,7 @@ def main() -> None:
             run("fits, streamed (litdata chunks)", small, "", None, runs, chunks=args.work / "chunks-small"),
             run("2x the limit, streamed (litdata chunks)", big, "", limit, runs, chunks=args.work / "chunks-big")]
     if args.out:
-        args.out.write_text(json.dumps({"machine": machine(), "limit_gb": args.limit_gb, "runs": rows}, indent=2))
+        args.out.write_text(json.dumps({"machine": machine, "limit_gb": args.limit_gb, "runs": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from overhead import ROOT, _train_py
 BATCHES = 80  # batches per timed epoch (20,480 images)
 MODELS = {"LeNet, CIFAR-10": ["data=cifar10", "model=lenet"], "ConvNet, MNIST": ["data=mnist", "model=convnet"],
           "AirNet, CIFAR-10": ["data=cifar10", "model=airnet"]}
+F32, NCHW = "trainer.precision=32-true", "classifier.channels_last=false"
 VARIANTS = {
-    "float32": [],
-    "channels_last": ["classifier.channels_last=true"],
-    "bf16-mixed": ["trainer.precision=bf16-mixed"],
+    "float32": [F32, NCHW],
+    "channels_last": [F32, "classifier.channels_last=true"],
+    "bf16-mixed": ["trainer.precision=bf16-mixed", NCHW],
     "bf16-mixed + channels_last": ["trainer.precision=bf16-mixed", "classifier.channels_last=true"],
-    "torch.compile": ["classifier.compile=true"],
+    "torch.compile": [F32, NCHW, "classifier.compile=true"],
+    "auto": [],  # what trainer.precision=auto and classifier.channels_last=auto choose here
 }
 
 

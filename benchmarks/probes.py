@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class TestAccuracyCurve(L.Callback):
@@ -59,3 +60,23 @@ class FirstStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
         if not self.path.exists():
             self.path.write_text(str(time.time()))
+
+
+class StepFlops(L.Callback):
+    """FLOPs per image of a training step (forward and backward; the optimizer's elementwise work is not counted),
+    counted by torch.utils.flop_counter.FlopCounterMode on the second batch of the first epoch.
+    JSON: {"flops_per_image": F, "images": batch size counted}."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.counter = Path(path), None
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == 0 and batch_idx == 1:
+            self.counter, self.images = FlopCounterMode(display=False), len(batch[0])
+            self.counter.__enter__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.counter is not None:
+            self.counter.__exit__(None, None, None)
+            flops, self.counter = self.counter.get_total_flops(), None
+            self.path.write_text(json.dumps({"flops_per_image": flops / self.images, "images": self.images}))

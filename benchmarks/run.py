@@ -7,13 +7,15 @@ Repeats are interleaved (every run once, then again) so that a noisy neighbour h
 of medians (images/s, training seconds, test accuracy, ratios to the tutorial loop on the same data) and writes
 results.json and time_to_accuracy.png (test accuracy after each epoch against training seconds) into --out.
 Training seconds leave out start-up, the test run and the per-epoch test evaluations drawn in the plot; for
-litvision they include validation.
+litvision they include validation. The machine (CPU model, cores, AMX, the GPU) and its peak measured in the same
+run (litvision.hardware.record) head the output and results.json; litvision's training throughput is also given in
+FLOP/s (a training step's FLOPs counted with FlopCounterMode, times images/s) and as a fraction of the measured
+convolution peak in the precision the run used.
 """
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from litvision import hardware  # noqa: E402
 
 
 @dataclass
@@ -66,7 +70,7 @@ def run_litvision(entry: Entry, data_dir: Path, seed: int, run_dir: Path, extra:
     command = [sys.executable, "train.py", *entry.overrides, f"seed={seed}", f"paths.data_dir={data_dir}",
                f"hydra.run.dir={run_dir}", "logger=none", "callbacks.progress_bar=null",
                "+callbacks.curve._target_=probes.TestAccuracyCurve", f"+callbacks.curve.path={run_dir / 'curve.json'}",
-               *extra]
+               "+callbacks.flops._target_=probes.StepFlops", f"+callbacks.flops.path={run_dir / 'flops.json'}", *extra]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT / 'src'}"}  # this checkout's code
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -74,17 +78,24 @@ def run_litvision(entry: Entry, data_dir: Path, seed: int, run_dir: Path, extra:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     curve = json.loads((run_dir / "curve.json").read_text())
     epochs = len(curve["points"])
+    flops = json.loads((run_dir / "flops.json").read_text())["flops_per_image"]
     return {"train_seconds": metrics["seconds"]["fit"] - curve["eval_seconds"],
-            "images": epochs * metrics["images"]["train"], "test_acc": metrics["accuracy"], "curve": curve["points"]}
+            "images": epochs * metrics["images"]["train"], "test_acc": metrics["accuracy"], "curve": curve["points"],
+            "flops_per_image": flops, "precision": metrics["precision"], "channels_last": metrics["channels_last"]}
 
 
-def summarize(entries: list[Entry], runs: list[dict]) -> list[dict]:
+def summarize(entries: list[Entry], runs: list[dict], peak: dict[str, float]) -> list[dict]:
     rows = []
     for entry in entries:
         mine = [r for r in runs if r["name"] == entry.name]
         row = {"name": entry.name, "dataset": entry.dataset, "overrides": entry.overrides, "repeats": len(mine)}
         for key in ("train_seconds", "images_per_second", "test_acc"):
             row[key] = statistics.median(r[key] for r in mine)
+        if "flops_per_image" in mine[0]:
+            row["precision"], row["channels_last"] = mine[0]["precision"], mine[0]["channels_last"]
+            row["tflops"] = statistics.median(r["flops_per_image"] * r["images_per_second"] for r in mine) / 1e12
+            dtype = "bf16" if "bf16" in row["precision"] else "float32"
+            row["peak_fraction"] = 1000 * row["tflops"] / peak[f"conv_{dtype}"]
         rows.append(row)
     for row in rows:
         ref = next((r for r in rows if r["dataset"] == row["dataset"] and not r["overrides"]), None)
@@ -95,12 +106,15 @@ def summarize(entries: list[Entry], runs: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | data | images/s | train s | test acc | time / tutorial's | images/s / tutorial's |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| run | data | precision | images/s | TFLOP/s | of conv peak | train s | test acc | time / tutorial's "
+             "| images/s / tutorial's |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         ratios = (f"{r['time_vs_tutorial']:.3f} | {r['speed_vs_tutorial']:.2f}x" if "time_vs_tutorial" in r
                   else "- | -")
-        lines.append(f"| {r['name']} | {r['dataset']} | {r['images_per_second']:,.0f} | {r['train_seconds']:.1f} | "
+        flops = (f"{r['precision']}{' + NHWC' if r['channels_last'] else ''} | {r['images_per_second']:,.0f} | "
+                 f"{r['tflops']:.3f} | {100 * r['peak_fraction']:.0f}%" if "tflops" in r
+                 else f"float32 | {r['images_per_second']:,.0f} | - | -")
+        lines.append(f"| {r['name']} | {r['dataset']} | {flops} | {r['train_seconds']:.1f} | "
                      f"{100 * r['test_acc']:.2f}% | {ratios} |")
     return "\n".join(lines)
 
@@ -170,6 +184,8 @@ def main() -> None:
         plot([e for e in ENTRIES + LADDER if e.name in names], runs, args.out / "time_to_accuracy.png")
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    machine = hardware.record(seconds=2.0)
+    print(hardware.summary(machine), flush=True)
     runs = []
     for repeat in range(args.repeats):
         for entry in entries:
@@ -182,13 +198,8 @@ def main() -> None:
             runs.append(result)
             print(f"[{repeat + 1}/{args.repeats}] {entry.name}: {result['train_seconds']:.1f} s, "
                   f"{result['images_per_second']:,.0f} images/s, test acc {100 * result['test_acc']:.2f}%", flush=True)
-    rows = summarize(entries, runs)
-    print(f"\nMedians of {args.repeats} runs each:\n\n{table(rows)}")
-    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-               "python": platform.python_version()}
-    import torch
-
-    machine["torch"] = torch.__version__
+    rows = summarize(entries, runs, machine["peak_gflops"])
+    print(f"\n{hardware.summary(machine)}\nMedians of {args.repeats} runs each:\n\n{table(rows)}")
     (args.out / "results.json").write_text(json.dumps(
         {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
          "summary": rows, "runs": runs}, indent=2))

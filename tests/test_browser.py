@@ -32,6 +32,7 @@ def test_tensorboard_pages_show_the_run_with_its_lines(cfg_factory, tmp_path):
         assert (tmp_path / "pages" / f"tensorboard_{page}.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow  # 26 s: a check of the checker
 def test_a_missing_tag_fails_the_check(cfg_factory, tmp_path):
     train(cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=1", "test=false", out="run"))
     done = browser_check(str(tmp_path / "run"), f"--screenshot={tmp_path / 's.png'}", "--expect", "val/acc",

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from conftest import FIXTURES, ROOT
 from litvision.datamodule import ImageBatches
-from litvision.training import build_model
+from litvision.training import build_model, resolve_precision
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "hparams_search")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
@@ -42,8 +42,9 @@ def test_option_composes_and_instantiates(cfg_factory, tmp_path, group, option):
         return
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node] if cfg.callbacks else []
     loggers = [instantiate(node) for node in cfg.logger.values() if node] if cfg.logger else []
+    resolve_precision(cfg)  # trainer.precision=auto: what this hardware trains in
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    assert trainer.max_epochs >= 1
+    assert trainer.max_epochs >= 1 and cfg.trainer.precision in ("32-true", "bf16-mixed", "16-mixed")
 
 
 def test_defaults_are_the_tutorial_stack(cfg_factory):

@@ -383,6 +383,7 @@ def test_sweep_errors_keep_their_real_reason():
     assert error_text(spawned) == "ValueError: trainer went wrong"
 
 
+@pytest.mark.slow  # 36 s: a sweep of ddp_spawn jobs
 def test_ddp_inside_a_sweep_is_refused_and_ddp_spawn_trials_run(tmp_path):
     common = ["-m", *MNIST, "trainer.max_epochs=1", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}"]
     refused = train_py(*common, "trainer=ddp_cpu", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'ddp'}")

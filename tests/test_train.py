@@ -153,7 +153,8 @@ def test_checkpoint_written_before_the_model_owned_its_normalization_still_evalu
     loss 2.2211015 on the fixtures' 100 test digits: the same checkpoint must give the same today."""
     ckpt = FIXTURES / "checkpoints" / "lenet_mnist_v0.1.ckpt"
     assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["mean"] == [0.1307]
-    metrics = train(cfg_factory("data=mnist", "train=false", f"ckpt_path={ckpt}", "logger=none"))
+    metrics = train(cfg_factory("data=mnist", "train=false", f"ckpt_path={ckpt}", "logger=none",
+                                "trainer.precision=32-true"))  # as that code evaluated it
     assert metrics["test/acc"] == pytest.approx(0.54)
     assert metrics["test/loss"] == pytest.approx(2.2211015, rel=1e-6)
 

@@ -4,6 +4,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -107,6 +108,18 @@ def run_folder(overrides: str, limit: int = 150) -> str:
     return name.encode()[: limit - 9].decode(errors="ignore") + "~" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
 
 
+def if_bf16(bf16: Any, other: Any, *, _root_: Any) -> Any:
+    """${if_bf16:A,B}: A when the run trains in bfloat16 (trainer.precision, or what auto picks on this hardware),
+    else B. A recipe sized to its machine: bf16 on AMX computes ~10x faster than float32 without it."""
+    precision = str(_root_.trainer.precision)
+    if precision == "auto":
+        from litvision.hardware import accelerator_of, auto_precision
+
+        precision = auto_precision(accelerator_of(_root_.trainer.get("accelerator", "auto")))[0]
+    return bf16 if precision.startswith("bf16") else other
+
+
+OmegaConf.register_new_resolver("if_bf16", if_bf16, replace=True)
 OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, replace=True)
 OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
 OmegaConf.register_new_resolver("basename", lambda path: Path(path).name, replace=True)

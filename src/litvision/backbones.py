@@ -54,6 +54,14 @@ class Backbone(nn.Module):
     def head(self) -> nn.Linear:
         return self.net.get_submodule(self.head_path)
 
+    def body(self) -> list[nn.Module]:
+        """Every part of the network but the head: the top-most modules that do not hold it."""
+        parts, module = [], self.net
+        for name in self.head_path.split("."):
+            parts += [child for child_name, child in module.named_children() if child_name != name]
+            module = module.get_submodule(name)
+        return parts
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.expand(-1, 3, -1, -1) if self.gray else x)
 

@@ -51,7 +51,7 @@ class Classifier(L.LightningModule):
         mean: list[float],
         std: list[float],
         scheduler: dict[str, Any] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool = False,
         label_smoothing: float = 0.0,
         test_time_flip: bool = False,
@@ -61,7 +61,7 @@ class Classifier(L.LightningModule):
         """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_` config called
         with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry is a `_partial_` config
         called with the optimizer. class_names, input_shape, mean and std come from the data module (its `spec`).
-        channels_last: NHWC memory layout for convolutions. compile: torch.compile the network (in place: checkpoint
+        channels_last: NHWC memory layout for convolutions ("auto": train() decides, use_channels_last). compile: torch.compile the network (in place: checkpoint
         keys unchanged). label_smoothing: of the training loss. test_time_flip/test_time_shift: evaluation averages
         the logits of mirrored and shifted copies (litvision.augment.test_time_logits). norm_lr_scale: the
         normalization layers' parameters train at lr x this, with weight decay / this (airbench: 64)."""
@@ -73,8 +73,7 @@ class Classifier(L.LightningModule):
             self.hparams.net = {**net, "weights": None}
         # a network with a hand-written step (litvision.scratch) trains without autograd: manual optimization
         self.automatic_optimization = not hasattr(self.net, "hand_written_step")
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.use_channels_last(channels_last is True)
         if compile:
             self.net.compile()
         self.train_metrics = EpochMetrics(len(class_names))
@@ -82,6 +81,19 @@ class Classifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.restored_val_acc_best: float | None = None  # the best of the epochs a resumed checkpoint had seen
         self.config_choices: dict[str, str] = {}  # the run's config-group choices (model=lenet ...), set by train()
+
+    @property
+    def backbone(self) -> nn.ModuleList:
+        """A torchvision network's pretrained part (litvision.backbones), for Lightning's BackboneFinetuning: frozen
+        first, then trained at a lower lr. A new container each time: its modules are registered under net."""
+        if not hasattr(self.net, "body"):
+            raise AttributeError(f"{type(self.net).__name__} has no pretrained backbone: use model=torchvision")
+        return nn.ModuleList(self.net.body())
+
+    def use_channels_last(self, on: bool) -> None:
+        """The network's convolutions in NHWC (on) or NCHW; the checkpoint records which."""
+        self.hparams.channels_last = on
+        self.net = self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images as the data module hands them (or float in [0, 1]) -> logits."""
@@ -104,8 +116,10 @@ class Classifier(L.LightningModule):
         if self.automatic_optimization:
             logits = self(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        else:  # forward, backward and update written by hand: no autograd graph is built
-            logits, loss = self.net.hand_written_step(self.normalize(images), labels, self.optimizers())
+        else:  # forward, backward and update written by hand: no autograd graph is built, and in float32 (autocast
+            # off): its gradients are assigned to float32 parameters
+            with torch.autocast(self.device.type, enabled=False):
+                logits, loss = self.net.hand_written_step(self.normalize(images), labels, self.optimizers())
             if self._manual_scheduler_interval() == "step":
                 self.lr_schedulers().step()
         if not torch.isfinite(loss):  # a diverged run must not end with a normal-looking accuracy
@@ -114,7 +128,8 @@ class Classifier(L.LightningModule):
                            f"{self.current_epoch}, lr {lr:.4g}): the run diverged. Lower optimizer.lr (now "
                            f"{self.hparams.optimizer.get('lr')}) or add gradient clipping "
                            "(trainer.gradient_clip_val=1.0)")
-        self.train_metrics.update(logits.detach(), labels, loss.detach())
+        hard = labels.argmax(1) if labels.is_floating_point() else labels  # mixup/cutmix: class probabilities
+        self.train_metrics.update(logits.detach(), hard, loss.detach())
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             self.log("train/loss_step", loss, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])

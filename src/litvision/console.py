@@ -103,6 +103,9 @@ def quiet_third_party() -> None:
     # said of every sharded evaluation split, which runs no collectives (litvision.streaming)
     logging.getLogger("litdata.streaming.dataset").addFilter(
         _Without("You're operating within a distributed environment and have disabled the `drop_last` option"))
+    # the tuner's restore: litvision's checkpoint I/O (checkpoints.read) loads with weights_only=True whatever it says
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
+        _Without("`weights_only` was not set"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message="The given buffer is not writable")  # litdata's reads of its chunks
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")

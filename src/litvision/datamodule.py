@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from litvision import UserError
-from litvision.augment import random_crop, random_flip
+from litvision.augment import BatchAugmentation, random_crop, random_flip, recipe
 from litvision.decoding import TORCHVISION, Decoded, Split, download, load
 
 DATASETS = (*TORCHVISION, "image_folder")
@@ -70,14 +70,22 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
 
 class ImageBatches(L.LightningDataModule):
     """What every data module of litvision shares: uint8 batches augmented on the model's device
-    (crop_padding, flip) and the `spec` a model is built from. Subclasses set class_names, mean, std and
-    input_shape in setup()."""
+    (crop_padding, flip, then the augment recipe) and the `spec` a model is built from. Subclasses set class_names,
+    mean, std and input_shape in setup(), and call set_augmentation in __init__."""
 
     class_names: list[str] | None
     mean: list[float] | None
     std: list[float] | None
     crop_padding: int
     flip: bool
+    augment_recipe: dict[str, dict[str, Any]]
+    _augmentation: BatchAugmentation | None
+
+    def set_augmentation(self, crop_padding: int, flip: bool, augment: str, augment_options: dict | None) -> None:
+        """Checked now, built at the first batch (it needs the image size and class count)."""
+        _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
+        self.crop_padding, self.flip = crop_padding, flip
+        self.augment_recipe, self._augmentation = recipe(augment, augment_options), None
 
     @property
     def input_shape(self) -> list[int]:
@@ -94,13 +102,19 @@ class ImageBatches(L.LightningDataModule):
         raise NotImplementedError
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augmentation of training batches, on the device the batch is on; they stay uint8."""
+        """Augmentation of training batches, on the device the batch is on: uint8 after crop and flip, float in
+        [0, 1] after a recipe (mixup and cutmix: labels as class probabilities)."""
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding)
             if self.flip:
                 images = random_flip(images)
+            if self.augment_recipe:
+                if self._augmentation is None:
+                    self._augmentation = BatchAugmentation(self.augment_recipe, tuple(self.input_shape[1:]),
+                                                           len(self.class_names))
+                images, labels = self._augmentation(images, labels)
         return images, labels
 
 
@@ -118,7 +132,8 @@ class ImageDataModule(ImageBatches):
     bad_images_file: where their list is written. cache_dir: where decoded tensors are kept between runs.
     subset: which of a dataset's variants (EMNIST: balanced, byclass, bymerge, digits, letters, mnist).
     crop_padding, flip: training-batch augmentation, a random crop after zero-padding each side by that many pixels
-    and a random horizontal flip (0 and False: none, as in the tutorials).
+    and a random horizontal flip (0 and False: none, as in the tutorials). augment: a recipe of litvision.augment's
+    PRESETS after them, augment_options: per transform, its options over the preset's (null drops it).
     """
 
     def __init__(
@@ -137,6 +152,8 @@ class ImageDataModule(ImageBatches):
         cache_dir: str | None = None,
         crop_padding: int = 0,
         flip: bool = False,
+        augment: str = "none",
+        augment_options: dict[str, dict[str, Any] | None] | None = None,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         folds: int | None = None,
         fold: int = 0,
@@ -157,7 +174,6 @@ class ImageDataModule(ImageBatches):
         sizes = [image_size] * 2 if isinstance(image_size, int) else list(image_size or [1, 1])
         _require(len(sizes) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes),
                  "data.image_size", image_size, "a positive size in pixels (e.g. 32), [height, width], or null")
-        _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
         _require(folds is None or (isinstance(folds, int) and folds >= 2), "data.folds", folds, "null or 2 or more")
         _require(folds is None or (isinstance(fold, int) and 0 <= fold < folds), "data.fold", fold,
                  f"a fold number from 0 to {(folds or 1) - 1}")
@@ -169,7 +185,7 @@ class ImageDataModule(ImageBatches):
         self.image_size = [image_size] * 2 if isinstance(image_size, int) else image_size
         self.channels = channels
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.crop_padding, self.flip = crop_padding, flip
+        self.set_augmentation(crop_padding, flip, augment, augment_options)
         self.split_fractions, self.folds, self.fold = list(split_fractions), folds, fold
         self.skip_bad_images, self.subset = skip_bad_images, subset
         self.bad_images_file = Path(bad_images_file) if bad_images_file else None

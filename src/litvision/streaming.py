@@ -139,7 +139,8 @@ class StreamingDataModule(ImageBatches):
 
     def __init__(self, input_dir: str, batch_size: int = 64, num_workers: int = 2, seed: int = 0,
                  cache_dir: str | None = None, max_cache_size: str = "50GB", crop_padding: int = 0,
-                 flip: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 flip: bool = False, augment: str = "none", augment_options: dict[str, Any] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  class_names: Sequence[str] | None = None) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -152,7 +153,7 @@ class StreamingDataModule(ImageBatches):
         self.input_dir = input_dir if "://" in input_dir else str(Path(input_dir).expanduser().resolve())
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
-        self.crop_padding, self.flip = crop_padding, flip
+        self.set_augmentation(crop_padding, flip, augment, augment_options)
         self.mean, self.std = mean, std
         self.class_names = list(class_names) if class_names is not None else None
         self.index: dict[str, Any] | None = None

@@ -15,13 +15,14 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from litvision import UserError, atomic_write, checkpoints, instantiate
+from litvision import UserError, atomic_write, checkpoints, instantiate, tuning
 from litvision.checkpoints import AtomicCheckpointIO
 from litvision.classifier import Classifier, Diverged
 from litvision.console import quiet_third_party, report_table
 from litvision.datamodule import ImageBatches
+from litvision.hardware import accelerator_of, auto_channels_last, auto_precision
 from litvision.runfolder import owned, save_hydra_config
 from litvision.tensorboard import TensorBoard
 
@@ -47,13 +48,22 @@ def _run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageBatches = instantiate(cfg.data, _convert_="all")
-    model = build_model(cfg, datamodule)
+    why = resolve_precision(cfg)
+    tuning.asked(cfg)  # a bad tune= stops before any work
+    model = _model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
+    if cfg.train and tuning.asked(cfg):  # the finders train a copy; the run trains a model built with their values
+        tuning.tune(cfg, trainer, model, datamodule)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        model = _model(cfg, datamodule)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    layout = ", channels_last" if model.hparams.channels_last else ""
     log.info(f"{_class_name(cfg.model)}: {params:,} parameters ({'all' if trainable == params else f'{trainable:,}'} "
-             f"trainable); training on {_accelerator(trainer)} x {trainer.num_devices}, precision {trainer.precision}")
+             f"trainable); training on {_accelerator(trainer)} x {trainer.num_devices}, precision "
+             f"{trainer.precision}{layout}" + (f" (auto: {why})" if why else ""))
     hparams = hyperparameters(cfg)
     for logger in loggers:
         if isinstance(logger, TensorBoard) and rank_zero_only.rank == 0:
@@ -82,6 +92,25 @@ def _run(cfg: DictConfig) -> dict[str, float]:
     sizes = {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")}
     report(cfg, trainer, metrics, model.hparams.class_names, sizes, seconds, evaluated, hparams)
     return metrics
+
+
+def _model(cfg: DictConfig, datamodule: ImageBatches) -> Classifier:
+    """build_model, and classifier.channels_last=auto decided for its network and the run's precision."""
+    model = build_model(cfg, datamodule)
+    if cfg.train and cfg.classifier.get("channels_last") == "auto":
+        model.use_channels_last(auto_channels_last(cfg.trainer.precision, model.net))
+    return model
+
+
+def resolve_precision(cfg: DictConfig) -> str | None:
+    """trainer.precision=auto becomes the precision this hardware trains fastest in (litvision.hardware); the
+    config then holds the value used, as metrics.json and HPARAMS record it. Returns why, when it chose."""
+    if str(cfg.trainer.get("precision")) != "auto":
+        return None
+    precision, why = auto_precision(accelerator_of(cfg.trainer.get("accelerator", "auto")))
+    with open_dict(cfg):
+        cfg.trainer.precision = precision
+    return why
 
 
 def _ended(error: Exception) -> str | None:
@@ -152,7 +181,9 @@ def build_model(cfg: DictConfig, datamodule: ImageBatches) -> Classifier:
         return model
     datamodule.prepare_data()
     datamodule.setup()
-    model: Classifier = instantiate(cfg.classifier, **datamodule.spec)
+    # from a resolved copy: instantiating the node itself would resolve ${optimizer.lr} inside cfg.scheduler for good,
+    # and a value set later (tune=lr) would not reach the schedule
+    model: Classifier = instantiate(OmegaConf.to_container(cfg.classifier, resolve=True), **datamodule.spec)
     model.config_choices = _choices()
     try:  # fail now, not after the first epoch, on e.g. optimizer.lr=-1
         model.make_optimizer()
@@ -205,7 +236,8 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     for group in ("optimizer", "model"):
         params |= {f"{group}.{key}": value for key, value in (cfg.get(group) or {}).items()
                    if not key.startswith("_") and _plain(value)}
-    for key in ("data.batch_size", "data.crop_padding", "data.flip", "trainer.max_epochs", "trainer.precision",
+    for key in ("data.batch_size", "data.crop_padding", "data.flip", "data.augment", "trainer.max_epochs",
+                "trainer.precision",
                 "seed"):
         value = OmegaConf.select(cfg, key)
         if _plain(value):
@@ -262,7 +294,7 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
             elif kind == "WandbLogger" and logger._offline:
                 lines.append(f"upload it: wandb sync {folder / 'wandb'}/offline-run-*")
         log.info("\n".join(lines))
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config, module = OmegaConf.to_container(cfg, resolve=True), trainer.lightning_module
     keys = ("data", "model", "optimizer", "scheduler", "classifier", "trainer", "seed", "train", "test", "ckpt_path")
     result = {
         "status": status,
@@ -274,7 +306,8 @@ def report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], class
         "evaluated_on": stage,
         "evaluated_images": evaluated,
         "checkpoint": ckpt_path,
-        "precision": trainer.precision,  # what ran: Lightning may change what was asked (16-mixed on a CPU)
+        "precision": trainer.precision,  # what ran: auto resolved; Lightning may change what was asked
+        "channels_last": bool(module and module.hparams.channels_last),
         "accelerator": _accelerator(trainer),
         "seconds": seconds,
         "images": sizes,

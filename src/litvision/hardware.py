@@ -1,0 +1,144 @@
+"""What the machine at hand computes fast: the precision and memory layout `auto` picks, the facts every benchmark
+result records beside its figures, and the machine's measured matmul and convolution peak.
+
+Why the flags decide (measured on 2 Xeon cores, README "Precision"): with AMX a 2048x2048 bf16 matmul runs about
+10x faster than float32 (2,023 against 205 GFLOP/s); without it (avx512_bf16 only) bf16 is slower than float32
+(148 against 263 on the project's other machine kind; 197 against 308 here with oneDNN capped below AMX). A GPU
+with bf16 (compute capability 8.0+) trains in bf16-mixed; an older one has fast float16 only.
+"""
+
+import os
+import platform
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+MIXED = ("bf16-mixed", "16-mixed")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def cpu_has_amx() -> bool:
+    """AMX tiles that oneDNN (torch's CPU convolutions and bf16 matmuls) will use: present, and not switched off
+    with ONEDNN_MAX_CPU_ISA (e.g. AVX512_CORE_BF16, which makes an AMX machine compute as one without)."""
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return torch.cpu._is_amx_tile_supported() and ("AMX" in capped or capped in ("ALL", "DEFAULT", ""))
+
+
+def accelerator_of(asked: str) -> str:
+    """cpu, cuda or mps: what trainer.accelerator (cpu, gpu, cuda, mps, auto) runs on, as Lightning picks it."""
+    asked = str(asked).lower()
+    if asked in ("gpu", "cuda"):
+        return "cuda" if torch.cuda.is_available() or asked == "cuda" else "mps"
+    if asked == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    return asked
+
+
+def auto_precision(accelerator: str) -> tuple[str, str]:
+    """trainer.precision=auto: (the precision, why), from the hardware's flags."""
+    if accelerator == "cuda":
+        name = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16-mixed", f"{name} computes in bfloat16"
+        return "16-mixed", f"{name} has fast float16 but no bfloat16"
+    if accelerator == "cpu":
+        if cpu_has_amx():
+            return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~10x float32"
+        return "32-true", f"{cpu_model()} has no AMX: bf16 is slower than float32 on it"
+    return "32-true", f"{accelerator}: float32"
+
+
+def auto_channels_last(precision: str, net: torch.nn.Module) -> bool:
+    """classifier.channels_last=auto: NHWC for a convolutional network in mixed precision, where oneDNN's and
+    cuDNN's fast bf16/fp16 kernels want it; in float32 on a CPU it was slower (LeNet 2.11 against 1.50 s an epoch,
+    benchmarks/options.py), so NCHW stays."""
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    return has_conv and precision in MIXED
+
+
+def machine() -> dict[str, Any]:
+    """The facts a speed figure needs beside it: CPU model, cores, AMX/avx512_bf16, the GPU, versions."""
+    flags = _cpu_flags()
+    info: dict[str, Any] = {
+        "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "amx": cpu_has_amx(), "amx_present": torch.cpu._is_amx_tile_supported(), "avx512_bf16": "avx512_bf16" in flags,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line: 'Intel(R) Xeon(R) Processor, 2 cores, AMX' (or 'no AMX, avx512_bf16'), the GPU if any."""
+    cpu = f"{info['cpu']}, {info['cores']} cores, " + ("AMX" if info["amx"] else
+                                                      "no AMX" + (", avx512_bf16" if info["avx512_bf16"] else ""))
+    if info.get("amx_present") and not info["amx"]:
+        cpu += f" (AMX off: ONEDNN_MAX_CPU_ISA={info['onednn_max_cpu_isa']})"
+    return cpu + (f"; {info['gpu']}" if "gpu" in info else "")
+
+
+def _rate(fn, flop: float, seconds: float) -> float:
+    """FLOP/s of fn: the median of timed calls after warm-up, for about `seconds` in all."""
+    fn()
+    start, times = time.perf_counter(), []
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return flop / sorted(times)[len(times) // 2]
+
+
+def peak(device: str = "cpu", seconds: float = 1.0) -> dict[str, float]:
+    """The machine's measured throughput in GFLOP/s: a 2048^3 matmul and an AirNet-sized 3x3 convolution
+    (256x64x32x32 -> 128 channels, channels_last), each in float32 and bf16."""
+    rates = {}
+    n = 2048 if device == "cpu" else 8192
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+        rates[f"matmul_{name}"] = _rate(lambda: a @ b, 2 * n ** 3, seconds) / 1e9
+        x = torch.randn(256, 64, 32, 32, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+        w = torch.randn(128, 64, 3, 3, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+        rates[f"conv_{name}"] = _rate(lambda: F.conv2d(x, w, padding=1), 2 * 256 * 128 * 64 * 9 * 32 * 32,
+                                      seconds) / 1e9
+    return rates
+
+
+def record(seconds: float = 0.5) -> dict[str, Any]:
+    """What a benchmark result records beside its figures: machine() and peak() measured now, in the same run."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return machine() | {"date": time.strftime("%Y-%m-%d"), "peak_gflops": peak(device, seconds)}
+
+
+def summary(record: dict[str, Any]) -> str:
+    """describe() and the measured peak, for a benchmark's first line."""
+    rates = record["peak_gflops"]
+    return (f"{describe(record)}; measured peak GFLOP/s: matmul {rates['matmul_float32']:,.0f} float32, "
+            f"{rates['matmul_bf16']:,.0f} bf16; conv {rates['conv_float32']:,.0f} float32, {rates['conv_bf16']:,.0f} "
+            f"bf16 (torch {record['torch']}, {record['date']})")

@@ -1,0 +1,213 @@
+"""The training recipes users expect from timm and torchvision's references: augmentation presets on whole batches
+(torchvision.transforms.v2, each image its own draw; mixup and cutmix), EMA of the weights (Lightning's
+EMAWeightAveraging), Lightning's learning-rate and batch-size finders (tune=), gradient clipping and accumulation,
+and the precision and memory layout chosen for the hardware (trainer.precision=auto)."""
+
+import json
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import FIXTURES, ROOT
+from litvision import UserError, hardware
+from litvision.augment import BatchAugmentation, _cut_masked, _cut_sliced, recipe
+from litvision.decoding import load
+from litvision.training import train
+
+FOLDER = ["data=image_folder", f"data.root={FIXTURES / 'cifar10-jpeg'}", "model=lenet"]
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    test = load("image_folder", FIXTURES / "cifar10-jpeg").test
+    return test.images[:64], test.labels[:64]
+
+
+def _folder(cfg_factory, out: str) -> dict:
+    return json.loads((ROOT / cfg_factory(out=out).paths.output_dir / "metrics.json").read_text())
+
+
+def test_the_cpu_and_gpu_crops_cut_the_same_images(cifar):
+    images, _ = cifar
+    padded = F.pad(images, (4,) * 4)
+    dy, dx = torch.randint(0, 9, (2, len(images)))
+    assert torch.equal(_cut_sliced(padded, dy, dx, images.shape[-2:]), _cut_masked(padded, dy, dx, images.shape[-2:]))
+
+
+def test_a_preset_with_options_over_it_and_bad_names_are_one_line():
+    chosen = recipe("timm", {"mixup": {"alpha": 0.4}, "erasing": None, "color_jitter": {"hue": 0.1}})
+    assert list(chosen) == ["resized_crop", "color_jitter", "randaugment", "mixup", "cutmix"]  # in pipeline order
+    assert chosen["mixup"] == {"alpha": 0.4} and chosen["cutmix"] == {"alpha": 1.0}
+    assert recipe("none", None) == {}
+    with pytest.raises(UserError, match=r"data.augment='strongest' is not a preset: use one of none, color, "):
+        recipe("strongest", None)
+    with pytest.raises(UserError, match=r"data.augment_options has 'blur', not a transform: use some of resized_crop"):
+        recipe("none", {"blur": {}})
+    with pytest.raises(UserError, match=r"data.augment: erasing \{'strength': 2\} is invalid: .*augment_options"):
+        BatchAugmentation(recipe("none", {"erasing": {"strength": 2}}), (32, 32), 10)
+
+
+def test_mixup_mixes_each_image_with_its_neighbour_and_its_targets_sum_to_one(cifar):
+    images, labels = cifar
+    torch.manual_seed(0)
+    x, y = BatchAugmentation({"mixup": {"alpha": 0.4}}, (32, 32), 10)(images, labels)
+    assert x.dtype == torch.float32 and y.shape == (64, 10)
+    assert torch.allclose(y.sum(1), torch.ones(64))
+    one_hot = F.one_hot(labels, 10).float()
+    # torchvision mixes each image with the one before it (the batch rolled by 1): y = lam a + (1 - lam) b
+    lam = float((y - one_hot.roll(1, 0)).flatten() @ (one_hot - one_hot.roll(1, 0)).flatten()
+                / (one_hot - one_hot.roll(1, 0)).pow(2).sum())
+    assert 0 < lam < 1 and torch.allclose(y, lam * one_hot + (1 - lam) * one_hot.roll(1, 0), atol=1e-6)
+    plain = images.float() / 255
+    assert torch.allclose(x, lam * plain + (1 - lam) * plain.roll(1, 0), atol=1e-5)
+
+
+def test_cutmix_pastes_a_box_and_weights_the_labels_by_its_area(cifar):
+    images, labels = cifar
+    torch.manual_seed(1)
+    x, y = BatchAugmentation({"cutmix": {"alpha": 1.0}}, (32, 32), 10)(images, labels)
+    plain = images.float() / 255
+    from_neighbour = (x == plain.roll(1, 0)).all(1) & (x != plain).any(1)  # pixels taken from the other image
+    share = from_neighbour.float().mean((1, 2))  # per image (ties where both are equal left out: a lower bound)
+    own = y[torch.arange(64), labels]
+    differs = labels != labels.roll(1, 0)
+    assert torch.allclose(y.sum(1), torch.ones(64)) and from_neighbour.any()
+    assert torch.all(own[differs] <= 1 - share[differs] + 1e-6)
+
+
+def test_each_image_gets_its_own_draw_and_gray_images_stay_gray(cifar):
+    images, labels = cifar
+    same = images[:1].expand(16, -1, -1, -1)  # one image 16 times: per-image draws make different results
+    torch.manual_seed(0)
+    for transform, options in (("resized_crop", {"scale": [0.08, 1.0]}), ("color_jitter", {"brightness": 0.4}),
+                               ("randaugment", {"num_ops": 2, "magnitude": 9}), ("trivialaugment", {}),
+                               ("erasing", {"p": 1.0})):
+        x, y = BatchAugmentation({transform: options}, (32, 32), 10)(same, labels[:16])
+        assert x.shape == (16, 3, 32, 32) and x.dtype == torch.uint8 and torch.equal(y, labels[:16])
+        assert len({tuple(image.flatten().tolist()) for image in x}) > 8, transform
+    gray = images[:16].float().mean(1, keepdim=True).byte()
+    x, _ = BatchAugmentation(recipe("timm", {"color_jitter": {"saturation": 0.5}}), (32, 32), 10)(gray, labels[:16])
+    assert x.shape == (16, 1, 32, 32)
+
+
+def test_a_recipe_trains_end_to_end_the_same_twice(cfg_factory):
+    def run(out):
+        return train(cfg_factory(*FOLDER, "data.augment=timm", "data.flip=true", "trainer.max_epochs=2",
+                                 "logger=none", "callbacks=none", out=out))
+
+    a, b = run("a"), run("b")
+    assert a == b and torch.isfinite(torch.tensor(a["train/loss"]))
+    assert 0 <= a["train/acc"] <= 1  # measured against each mixed image's larger share
+    assert _folder(cfg_factory, "a")["hyperparameters"]["data.augment"] == "timm"
+
+
+def test_ema_weights_are_the_ones_checkpointed_and_tested(cfg_factory):
+    mnist = ["data=mnist", "model=mlp", "data.batch_size=16", "trainer.max_epochs=3", "logger=none"]
+    metrics = train(cfg_factory(*mnist, "callbacks=ema", "callbacks.ema.decay=0.9", out="ema"))
+    result = _folder(cfg_factory, "ema")
+    checkpoint = torch.load(result["checkpoint"], weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    key = next(name for name in raw if name.endswith("weight"))
+    assert not torch.equal(averaged[key], raw[key])  # not the last step's weights
+    # evaluated alone, the checkpoint's state_dict (the average) gives what the run reported
+    again = train(cfg_factory(*mnist, "train=false", f"ckpt_path={result['checkpoint']}", out="eval"))
+    assert again["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
+    plain = train(cfg_factory(*mnist, out="plain"))
+    assert plain["train/loss"] == pytest.approx(metrics["train/loss"], rel=1e-6)  # the same training ...
+    assert plain["test/loss"] != pytest.approx(metrics["test/loss"], rel=1e-3)  # ... but the average tested
+
+
+def test_tune_lr_finds_uses_and_records_the_learning_rate(cfg_factory, caplog):
+    caplog.set_level(logging.INFO)
+    train(cfg_factory("data=mnist", "model=mlp", "tune=lr", "scheduler=onecycle", "trainer.max_epochs=1",
+                      "logger=none", out="lr"))
+    result = _folder(cfg_factory, "lr")
+    lr = result["config"]["optimizer"]["lr"]
+    assert f"tune: optimizer.lr={lr:.3g}" in caplog.text and lr != 0.01  # conf/optimizer/sgd.yaml
+    checkpoint = torch.load(result["checkpoint"], weights_only=True)
+    assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == lr
+    assert checkpoint["hyper_parameters"]["scheduler"]["scheduler"]["max_lr"] == lr  # the schedule follows it
+    assert (ROOT / cfg_factory(out="lr").paths.output_dir / "lr_find.png").stat().st_size > 10_000
+    with pytest.raises(UserError, match=r"tune=fast is invalid: use tune=lr, tune=batch_size"):
+        train(cfg_factory("data=mnist", "tune=fast", out="bad"))
+
+
+def test_tune_batch_size_takes_the_largest_that_trains(cfg_factory, caplog):
+    caplog.set_level(logging.INFO)
+    train(cfg_factory("data=mnist", "model=mlp", "tune=batch_size", "data.batch_size=16", "trainer.max_epochs=1",
+                      "logger=none", out="bs"))
+    result = _folder(cfg_factory, "bs")
+    assert result["config"]["data"]["batch_size"] == result["images"]["train"]  # all fit: capped at the train set
+    assert f"tune: data.batch_size={result['images']['train']}" in caplog.text
+
+
+def test_gradient_clipping_and_accumulation_are_trainer_options(cfg_factory):
+    metrics = train(cfg_factory(*FOLDER, "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2",
+                                "data.batch_size=30", "trainer.max_epochs=1", "logger=none", out="acc"))
+    checkpoint = torch.load(_folder(cfg_factory, "acc")["checkpoint"], weights_only=True)
+    assert checkpoint["global_step"] == 4  # 8 batches of 30 (240 training images), one step every 2
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_follows_the_cpus_flags(monkeypatch, amx):
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
+    precision, why = hardware.auto_precision("cpu")
+    assert precision == ("bf16-mixed" if amx else "32-true")
+    assert ("has AMX" if amx else "has no AMX") in why
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_precision_on_a_gpu(monkeypatch, bf16):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU X")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    assert hardware.auto_precision("cuda")[0] == ("bf16-mixed" if bf16 else "16-mixed")
+
+
+def test_onednn_capped_below_amx_counts_as_no_amx(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert not hardware.cpu_has_amx()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert hardware.cpu_has_amx()
+    assert "no AMX" in hardware.describe(hardware.machine()) or hardware.machine()["amx"]
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_a_run_records_the_precision_and_layout_it_chose(cfg_factory, caplog, monkeypatch, amx):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
+    train(cfg_factory(*FOLDER, "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=none", out="auto"))
+    result = _folder(cfg_factory, "auto")
+    assert result["precision"] == ("bf16-mixed" if amx else "32-true")
+    assert result["config"]["trainer"]["precision"] == result["precision"]  # the value used, not "auto"
+    assert result["channels_last"] is amx  # LeNet's convolutions: NHWC in bf16, NCHW in float32
+    assert f"precision {result['precision']}{', channels_last' if amx else ''} (auto: " in caplog.text
+    pinned = train(cfg_factory("data=mnist", "model=mlp", "trainer.max_epochs=1", "trainer.precision=32-true",
+                               "logger=none", out="pinned"))
+    assert _folder(cfg_factory, "pinned")["precision"] == "32-true" and pinned
+    assert _folder(cfg_factory, "pinned")["channels_last"] is False  # an MLP has no convolutions
+
+
+@pytest.mark.parametrize("unfreeze_at", [1, 5])
+def test_finetuning_trains_the_head_first_then_the_backbone_at_a_lower_lr(cfg_factory, tmp_path, unfreeze_at):
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"  # "pretrained" weights from a file, as a user's would be
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    train(cfg_factory("experiment=finetune_photos", f"data.root={FIXTURES / 'cifar10-jpeg'}", "data.image_size=32",
+                      f"model.weights={weights}", "trainer.max_epochs=2", "data.augment=none", "logger=none",
+                      f"callbacks.finetuning.unfreeze_backbone_at_epoch={unfreeze_at}", "callbacks.figures=null",
+                      out="ft"))
+    last = torch.load(ROOT / cfg_factory(out="ft").paths.output_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    start = torch.load(weights, weights_only=True)
+    conv_moved = not torch.equal(last["state_dict"]["net.net.conv1.weight"], start["conv1.weight"])
+    groups = last["optimizer_states"][0]["param_groups"]
+    assert conv_moved is (unfreeze_at == 1)  # frozen until the epoch it is unfrozen at
+    if unfreeze_at == 1:  # the backbone joined as a second group at a tenth of the head's lr
+        assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(groups[0]["lr"] * 0.1)
+    else:
+        assert len(groups) == 1
