@@ -13,6 +13,7 @@ tested on 1,000 test images of each. Prints seconds and test accuracy per run an
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ def subset(data_dir: Path, work: Path, classes: list[str], per_class: int) -> Pa
 
 
 def train(name: str, work: Path, *overrides: str) -> dict:
-    run = work / "runs" / name
+    run = work / "runs" / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     command = [sys.executable, "train.py", f"hydra.run.dir={run}", f"paths.cache_dir={work / 'cache'}",
                "data.val_size=0", "callbacks.model_checkpoint.monitor=null", "logger=none",
                "callbacks.progress_bar=null", "callbacks.figures=null", *overrides]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from litvision import hardware  # noqa: E402
 from litvision.classifier import Normalize  # noqa: E402
 from litvision.datamodule import ImageDataModule  # noqa: E402
 from litvision.nets import LeNet  # noqa: E402
@@ -120,6 +121,8 @@ def main() -> None:
     if args.plain:
         print(plain_loop(data_dir))
         return
+    machine = hardware.record()
+    print(hardware.summary(machine), flush=True)
     plain, lit, first, imports, memory = [], [], [], [], []
     for repeat in range(args.repeats):
         plain.append(plain_epoch_seconds(data_dir))
@@ -131,7 +134,8 @@ def main() -> None:
               f"{first[-1]:.2f} s (imports {imports[-1]:.2f} s); peak memory {memory[-1]:.2f} GB", flush=True)
     result = {"epoch_seconds_plain": statistics.median(plain), "epoch_seconds_litvision": statistics.median(lit),
               "seconds_to_first_step": statistics.median(first), "import_seconds": statistics.median(imports),
-              "peak_memory_gb": statistics.median(memory), "repeats": args.repeats, "batch_size": BATCH}
+              "peak_memory_gb": statistics.median(memory), "repeats": args.repeats, "batch_size": BATCH,
+              "machine": machine}
     result["epoch_ratio"] = result["epoch_seconds_litvision"] / result["epoch_seconds_plain"]
     print(f"\nMedians of {args.repeats}: a training epoch (45,000 images, batch {BATCH}) takes "
           f"{result['epoch_seconds_plain']:.2f} s in a plain loop and {result['epoch_seconds_litvision']:.2f} s in "

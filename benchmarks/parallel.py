@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from overhead import _env  # noqa: E402
 
+from litvision import hardware  # noqa: E402
+
 
 def sweep_seconds(data_dir: Path, launcher: str) -> float:
     with tempfile.TemporaryDirectory() as out:
@@ -52,6 +54,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "parallel.json")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
+    machine = hardware.record()
+    print(hardware.summary(machine), flush=True)
     times: dict[str, list] = {"sweep, one job at a time (basic)": [], "sweep, 2 processes (joblib)": [],
                               "epoch, 1 process (cpu)": [], "epoch, 2 processes (ddp_cpu)": []}
     for _ in range(args.repeats):
@@ -59,7 +63,7 @@ def main() -> None:
         times["sweep, 2 processes (joblib)"].append(sweep_seconds(data_dir, "joblib"))
         times["epoch, 1 process (cpu)"].append(epoch_seconds(data_dir, "cpu"))
         times["epoch, 2 processes (ddp_cpu)"].append(epoch_seconds(data_dir, "ddp_cpu"))
-    results = {}
+    results: dict = {"machine": machine}
     for name, runs in times.items():
         seconds = [r[0] if isinstance(r, tuple) else r for r in runs]
         results[name] = {"median_seconds": statistics.median(seconds), "seconds": seconds}

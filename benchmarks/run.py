@@ -149,8 +149,11 @@ def plot(entries: list[Entry], runs: list[dict], path: Path) -> None:
                 seconds, accuracy = entry.target
                 ax.axhline(100 * accuracy, color=colour, linestyle=":", linewidth=1.2)
                 ax.axvline(seconds, color=colour, linestyle=":", linewidth=1.2)
-                ax.annotate(f"target: {100 * accuracy:g}% within {seconds / 60:g} min", (seconds, 100 * accuracy),
-                            textcoords="offset points", xytext=(-6, -13), ha="right", fontsize=9, color=colour)
+                ax.annotate(f"target: {100 * accuracy:g}% within {seconds / 60:g} min", (0, 100 * accuracy),
+                            textcoords="offset points", xytext=(4, 3), ha="left", fontsize=9, color=colour)
+        targets = [100 * e.target[1] for e in entries if e.dataset == dataset and e.target]
+        if targets:  # room above the highest target line for its label
+            ax.set_ylim(top=max(ax.get_ylim()[1], max(targets) + 2.5))
         plain = FuncFormatter(lambda value, _: f"{value:g}")
         ax.xaxis.set_major_formatter(plain)
         ax.yaxis.set_major_formatter(plain)
@@ -178,13 +181,16 @@ def main() -> None:
                         "results.json")
     args = parser.parse_args()
     entries = [e for e in ENTRIES + LADDER if e.name in args.only] if args.only else ENTRIES
-    if args.plot:
+    if args.plot:  # a run named "ENTRY, a note" (results put together by hand) is drawn with ENTRY's target
         runs = json.loads((args.out / "results.json").read_text())["runs"]
-        names = {run["name"] for run in runs}
-        plot([e for e in ENTRIES + LADDER if e.name in names], runs, args.out / "time_to_accuracy.png")
+        known = {e.name: e for e in ENTRIES + LADDER}
+        names = list(dict.fromkeys(run["name"] for run in runs))
+        plot([known.get(name) or Entry(name, known[name.split(",")[0]].dataset, ["(by hand)"],
+                                       known[name.split(",")[0]].target) for name in names],
+             runs, args.out / "time_to_accuracy.png")
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = hardware.record(seconds=2.0)
+    machine = hardware.record(seconds=1.0)
     print(hardware.summary(machine), flush=True)
     runs = []
     for repeat in range(args.repeats):

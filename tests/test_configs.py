@@ -107,12 +107,21 @@ def test_the_lightning_module_is_its_own_config_node_holding_network_optimizer_a
     assert all(type(value) in (dict, list) for value in (hp.net, hp.optimizer, hp.scheduler, hp.mean))  # plain data
 
 
-def test_the_15_minute_rung_is_the_5_minute_rung_trained_longer(cfg_factory):
-    five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment=cifar10_ladder_{m}min"), resolve=True)
-                     for m in (5, 15))
-    assert (five["trainer"].pop("max_epochs"), fifteen["trainer"].pop("max_epochs")) == (6, 17)
-    five["paths"], fifteen["paths"] = five["paths"] | {"output_dir": ""}, fifteen["paths"] | {"output_dir": ""}
-    assert five == fifteen
+@pytest.mark.parametrize(("precision", "widths", "epochs"), [("bf16-mixed", [64, 256, 256], (5, 14)),
+                                                          ("32-true", [32, 128, 128], (5, 15))])
+def test_the_rungs_are_airbench_sized_to_the_precision(cfg_factory, precision, widths, epochs):
+    """With AMX (bf16) the full network, without it (float32) half its widths; the 15-minute rung trains longer."""
+    airbench, five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment={name}", f"trainer.precision={precision}"),
+                                                      resolve=True)
+                               for name in ("cifar10_airbench", "cifar10_ladder_5min", "cifar10_ladder_15min"))
+    assert five["model"]["widths"] == widths and fifteen["model"]["widths"] == widths
+    assert (five["trainer"].pop("max_epochs"), fifteen["trainer"].pop("max_epochs")) == epochs
+    for cfg in (airbench, five, fifteen):
+        cfg["paths"] = cfg["paths"] | {"output_dir": ""}
+        cfg["trainer"].pop("max_epochs", None)
+        for node in (cfg["model"], cfg["classifier"]["net"]):
+            node.pop("widths")
+    assert five == fifteen == airbench
 
 
 def test_the_optuna_searches_share_one_base(cfg_factory):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import FIXTURES, ROOT
 from litvision import UserError, hardware
 from litvision.augment import BatchAugmentation, _cut_masked, _cut_sliced, recipe
+from litvision.datamodule import ImageDataModule
 from litvision.decoding import load
 from litvision.training import train
 
@@ -47,6 +48,8 @@ def test_a_preset_with_options_over_it_and_bad_names_are_one_line():
         recipe("none", {"blur": {}})
     with pytest.raises(UserError, match=r"data.augment: erasing \{'strength': 2\} is invalid: .*augment_options"):
         BatchAugmentation(recipe("none", {"erasing": {"strength": 2}}), (32, 32), 10)
+    with pytest.raises(UserError, match=r"data.augment: erasing"):  # when the data module is made, before any data
+        ImageDataModule("mnist", str(FIXTURES), augment="none", augment_options={"erasing": {"strength": 2}})
 
 
 def test_mixup_mixes_each_image_with_its_neighbour_and_its_targets_sum_to_one(cifar):
@@ -173,6 +176,15 @@ def test_onednn_capped_below_amx_counts_as_no_amx(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert hardware.cpu_has_amx()
     assert "no AMX" in hardware.describe(hardware.machine()) or hardware.machine()["amx"]
+
+
+def test_auto_channels_last_where_it_was_measured_faster():
+    from litvision.nets import AirNet, LeNet, MLP
+
+    airnet, lenet, mlp = AirNet([3, 32, 32], 10), LeNet([3, 32, 32], 10), MLP([1, 28, 28], 10)
+    assert hardware.auto_channels_last("32-true", airnet)  # 64-256 channels: NHWC pays in float32 too
+    assert not hardware.auto_channels_last("32-true", lenet) and hardware.auto_channels_last("bf16-mixed", lenet)
+    assert not hardware.auto_channels_last("bf16-mixed", mlp)  # no convolutions
 
 
 @pytest.mark.parametrize("amx", [True, False])

@@ -61,10 +61,11 @@ class Classifier(L.LightningModule):
         """net: a `_target_` config called with input_shape and num_classes. optimizer: a `_partial_` config called
         with the parameters. scheduler: Lightning's lr_scheduler dict whose `scheduler` entry is a `_partial_` config
         called with the optimizer. class_names, input_shape, mean and std come from the data module (its `spec`).
-        channels_last: NHWC memory layout for convolutions ("auto": train() decides, use_channels_last). compile: torch.compile the network (in place: checkpoint
-        keys unchanged). label_smoothing: of the training loss. test_time_flip/test_time_shift: evaluation averages
-        the logits of mirrored and shifted copies (litvision.augment.test_time_logits). norm_lr_scale: the
-        normalization layers' parameters train at lr x this, with weight decay / this (airbench: 64)."""
+        channels_last: NHWC memory layout for convolutions ("auto": train() decides, use_channels_last).
+        compile: torch.compile the network (in place: checkpoint keys unchanged). label_smoothing: of the training
+        loss. test_time_flip/test_time_shift: evaluation averages the logits of mirrored and shifted copies
+        (litvision.augment.test_time_logits). norm_lr_scale: the normalization layers' parameters train at lr x
+        this, with weight decay / this (airbench: 64)."""
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs curated hparams with the final metrics
         self.normalize = Normalize(mean, std)

@@ -82,10 +82,11 @@ class ImageBatches(L.LightningDataModule):
     _augmentation: BatchAugmentation | None
 
     def set_augmentation(self, crop_padding: int, flip: bool, augment: str, augment_options: dict | None) -> None:
-        """Checked now, built at the first batch (it needs the image size and class count)."""
+        """Checked now (a bad option is one line before any data is read), built for the data at its first batch."""
         _require(isinstance(crop_padding, int) and crop_padding >= 0, "data.crop_padding", crop_padding, "0 or more")
         self.crop_padding, self.flip = crop_padding, flip
         self.augment_recipe, self._augmentation = recipe(augment, augment_options), None
+        BatchAugmentation(self.augment_recipe, (32, 32), 2)
 
     @property
     def input_shape(self) -> list[int]:
@@ -102,8 +103,8 @@ class ImageBatches(L.LightningDataModule):
         raise NotImplementedError
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augmentation of training batches, on the device the batch is on: uint8 after crop and flip, float in
-        [0, 1] after a recipe (mixup and cutmix: labels as class probabilities)."""
+        """Augmentation of training batches, on the device the batch is on. They stay uint8, but for mixup and
+        cutmix: float images in [0, 1] and labels as class probabilities."""
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             if self.crop_padding:

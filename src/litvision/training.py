@@ -237,8 +237,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
         params |= {f"{group}.{key}": value for key, value in (cfg.get(group) or {}).items()
                    if not key.startswith("_") and _plain(value)}
     for key in ("data.batch_size", "data.crop_padding", "data.flip", "data.augment", "trainer.max_epochs",
-                "trainer.precision",
-                "seed"):
+                "trainer.precision", "seed"):
         value = OmegaConf.select(cfg, key)
         if _plain(value):
             params[key] = value
