@@ -10,7 +10,9 @@ from litvision.training import build_model, resolve_precision
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "hparams_search")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
-DATA_FOR = {"image_folder": [f"data.root={FIXTURES / 'cifar10-jpeg'}"]}
+DATA_FOR = {"image_folder": [f"data.root={FIXTURES / 'cifar10-jpeg'}"],
+            # a photo folder of the user's; torchvision's weights cannot be downloaded here
+            "finetune_photos": [f"data.root={FIXTURES / 'cifar10-jpeg'}", "model.weights=null", "data.image_size=32"]}
 NOT_IN_FIXTURES = ("cifar100", "emnist", "fashion_mnist", "kmnist", "svhn", "stl10")  # see test_datasets.py
 
 

@@ -116,7 +116,8 @@ def if_bf16(bf16: Any, other: Any, *, _root_: Any) -> Any:
         from litvision.hardware import accelerator_of, auto_precision
 
         precision = auto_precision(accelerator_of(_root_.trainer.get("accelerator", "auto")))[0]
-    return bf16 if precision.startswith("bf16") else other
+    chosen = bf16 if precision.startswith("bf16") else other
+    return OmegaConf.create(chosen) if isinstance(chosen, (list, dict)) else chosen  # a node, as a list value is
 
 
 OmegaConf.register_new_resolver("if_bf16", if_bf16, replace=True)
