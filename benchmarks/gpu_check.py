@@ -1,5 +1,5 @@
 """On a machine with a CUDA GPU, in under 8 minutes: the GPU tests (`pytest -m gpu`), then the ladder's experiments
-and cifar10_airbench on the GPU. Prints the GPU, its measured bf16 and float32 matmul rates, the tests' outcome and
+and cifar10_airbench on the GPU. Prints the GPU, its measured bf16 and float32 matmul and conv rates, the tests' outcome and
 each run's test accuracy and training seconds.
 
 python benchmarks/gpu_check.py [--data-dir ../shared/datasets] [--out benchmarks/results/gpu.json] [--budget 470]"""
@@ -7,7 +7,6 @@ python benchmarks/gpu_check.py [--data-dir ../shared/datasets] [--out benchmarks
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,21 +16,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from litvision import hardware  # noqa: E402
+
 EXPERIMENTS = ("cifar10_ladder_5min", "cifar10_ladder_15min", "cifar10_airbench")
-
-
-def matmul_tflops(dtype: torch.dtype, n: int = 8192, repeats: int = 5) -> float:
-    a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e12
 
 
 def main() -> None:
@@ -44,11 +32,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run this on a machine with one (torch.cuda.is_available() is False)")
     deadline = time.monotonic() + args.budget
-    gpu = {"name": torch.cuda.get_device_name(), "capability": ".".join(map(str, torch.cuda.get_device_capability())),
-           "bf16": torch.cuda.is_bf16_supported(), "torch": torch.__version__,
-           "matmul_tflops": {"bfloat16": matmul_tflops(torch.bfloat16), "float32": matmul_tflops(torch.float32)},
-           "date": time.strftime("%Y-%m-%d")}
-    print(gpu, flush=True)
+    gpu = hardware.record()  # the GPU, its capability, and its matmul and conv peak measured now
+    print(hardware.summary(gpu), flush=True)
     start = time.perf_counter()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
                            capture_output=True, text=True, timeout=max(60, deadline - time.monotonic()))

@@ -110,12 +110,11 @@ def run_folder(overrides: str, limit: int = 150) -> str:
 
 def if_bf16(bf16: Any, other: Any, *, _root_: Any) -> Any:
     """${if_bf16:A,B}: A when the run trains in bfloat16 (trainer.precision, or what auto picks on this hardware),
-    else B. A recipe sized to its machine: bf16 on AMX computes ~10x faster than float32 without it."""
-    precision = str(_root_.trainer.precision)
-    if precision == "auto":
-        from litvision.hardware import accelerator_of, auto_precision
+    else B. A recipe sized to its machine: bf16 matmuls with AMX ran 8x as fast as float32 without it (2,096
+    against 263 GFLOP/s, litvision.hardware)."""
+    from litvision.hardware import resolved_precision
 
-        precision = auto_precision(accelerator_of(_root_.trainer.get("accelerator", "auto")))[0]
+    precision, _ = resolved_precision(_root_.trainer.precision, _root_.trainer.get("accelerator", "auto"))
     chosen = bf16 if precision.startswith("bf16") else other
     return OmegaConf.create(chosen) if isinstance(chosen, (list, dict)) else chosen  # a node, as a list value is
 

@@ -2,7 +2,7 @@
 result records beside its figures, and the machine's measured matmul and convolution peak.
 
 Why the flags decide (measured on 2 Xeon cores, README "Precision"): with AMX a 2048x2048 bf16 matmul runs about
-10x faster than float32 (2,023 against 205 GFLOP/s); without it (avx512_bf16 only) bf16 is slower than float32
+7x faster than float32 (2,096 against 307 GFLOP/s); without it (avx512_bf16 only) bf16 is slower than float32
 (148 against 263 on the project's other machine kind; 197 against 308 here with oneDNN capped below AMX). A GPU
 with bf16 (compute capability 8.0+) trains in bf16-mixed; an older one has fast float16 only.
 """
@@ -18,23 +18,17 @@ import torch.nn.functional as F
 MIXED = ("bf16-mixed", "16-mixed")
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` ("model name", "flags") in /proc/cpuinfo; None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
+    except OSError:
+        return None
+
+
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_has_amx() -> bool:
@@ -65,9 +59,17 @@ def auto_precision(accelerator: str) -> tuple[str, str]:
         return "16-mixed", f"{name} has fast float16 but no bfloat16"
     if accelerator == "cpu":
         if cpu_has_amx():
-            return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~10x float32"
+            return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
         return "32-true", f"{cpu_model()} has no AMX: bf16 is slower than float32 on it"
     return "32-true", f"{accelerator}: float32"
+
+
+def resolved_precision(precision: str, accelerator: str) -> tuple[str, str | None]:
+    """trainer.precision as it will run: `auto` made the precision auto_precision picks for trainer.accelerator
+    (with why), any other value as it is (why: None)."""
+    if str(precision) != "auto":
+        return str(precision), None
+    return auto_precision(accelerator_of(accelerator))
 
 
 def auto_channels_last(precision: str, net: torch.nn.Module) -> bool:
@@ -81,7 +83,7 @@ def auto_channels_last(precision: str, net: torch.nn.Module) -> bool:
 
 def machine() -> dict[str, Any]:
     """The facts a speed figure needs beside it: CPU model, cores, AMX/avx512_bf16, the GPU, versions."""
-    flags = _cpu_flags()
+    flags = (_cpuinfo("flags") or "").split()
     info: dict[str, Any] = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "amx": cpu_has_amx(), "amx_present": torch.cpu._is_amx_tile_supported(), "avx512_bf16": "avx512_bf16" in flags,
@@ -103,31 +105,33 @@ def describe(info: dict[str, Any]) -> str:
     return cpu + (f"; {info['gpu']}" if "gpu" in info else "")
 
 
-def _rate(fn, flop: float, seconds: float) -> float:
-    """FLOP/s of fn: the median of timed calls after warm-up, for about `seconds` in all."""
+def _rate(fn, flop: float, seconds: float, device: str) -> float:
+    """FLOP/s of fn on `device`: the median of timed calls after warm-up, for about `seconds` in all (on a GPU,
+    each call timed from an idle device to its end)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     fn()
     start, times = time.perf_counter(), []
     while time.perf_counter() - start < seconds or len(times) < 3:
+        sync()
         t = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t)
     return flop / sorted(times)[len(times) // 2]
 
 
 def peak(device: str = "cpu", seconds: float = 1.0) -> dict[str, float]:
-    """The machine's measured throughput in GFLOP/s: a 2048^3 matmul and an AirNet-sized 3x3 convolution
-    (256x64x32x32 -> 128 channels, channels_last), each in float32 and bf16."""
+    """The machine's measured throughput in GFLOP/s: a 2048^3 matmul (8192^3 on a GPU) and an AirNet-sized 3x3
+    convolution (256x64x32x32 -> 128 channels, channels_last), each in float32 and bf16."""
     rates = {}
     n = 2048 if device == "cpu" else 8192
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
         a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-        rates[f"matmul_{name}"] = _rate(lambda: a @ b, 2 * n ** 3, seconds) / 1e9
+        rates[f"matmul_{name}"] = _rate(lambda: a @ b, 2 * n ** 3, seconds, device) / 1e9
         x = torch.randn(256, 64, 32, 32, dtype=dtype, device=device).to(memory_format=torch.channels_last)
         w = torch.randn(128, 64, 3, 3, dtype=dtype, device=device).to(memory_format=torch.channels_last)
         rates[f"conv_{name}"] = _rate(lambda: F.conv2d(x, w, padding=1), 2 * 256 * 128 * 64 * 9 * 32 * 32,
-                                      seconds) / 1e9
+                                      seconds, device) / 1e9
     return rates
 
 

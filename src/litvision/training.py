@@ -22,7 +22,7 @@ from litvision.checkpoints import AtomicCheckpointIO
 from litvision.classifier import Classifier, Diverged
 from litvision.console import quiet_third_party, report_table
 from litvision.datamodule import ImageBatches
-from litvision.hardware import accelerator_of, auto_channels_last, auto_precision
+from litvision.hardware import auto_channels_last, resolved_precision
 from litvision.runfolder import owned, save_hydra_config
 from litvision.tensorboard import TensorBoard
 
@@ -49,12 +49,12 @@ def _run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageBatches = instantiate(cfg.data, _convert_="all")
     why = resolve_precision(cfg)
-    tuning.asked(cfg)  # a bad tune= stops before any work
+    finders = tuning.asked(cfg)  # a bad tune= stops before any work
     model = _model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
-    if cfg.train and tuning.asked(cfg):  # the finders train a copy; the run trains a model built with their values
-        tuning.tune(cfg, trainer, model, datamodule)
+    if cfg.train and finders:  # the finders train a copy; the run trains a model built with their values
+        tuning.tune(cfg, finders, trainer, model, datamodule)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
         model = _model(cfg, datamodule)
@@ -105,11 +105,10 @@ def _model(cfg: DictConfig, datamodule: ImageBatches) -> Classifier:
 def resolve_precision(cfg: DictConfig) -> str | None:
     """trainer.precision=auto becomes the precision this hardware trains fastest in (litvision.hardware); the
     config then holds the value used, as metrics.json and HPARAMS record it. Returns why, when it chose."""
-    if str(cfg.trainer.get("precision")) != "auto":
-        return None
-    precision, why = auto_precision(accelerator_of(cfg.trainer.get("accelerator", "auto")))
-    with open_dict(cfg):
-        cfg.trainer.precision = precision
+    precision, why = resolved_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"))
+    if why is not None:
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
     return why
 
 

@@ -28,10 +28,11 @@ def asked(cfg: DictConfig) -> list[str]:
     return [kind for kind in KINDS if kind in kinds]
 
 
-def tune(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-    """Run the finders cfg.tune asks for and set what they found in cfg; each result is logged in one line."""
+def tune(cfg: DictConfig, finders: list[str], trainer: L.Trainer, model: L.LightningModule,
+         datamodule: L.LightningDataModule) -> None:
+    """Run `finders` (asked(cfg)) and set what they found in cfg; each result is logged in one line."""
     tuner, folder = Tuner(trainer), Path(cfg.paths.output_dir)
-    for kind in asked(cfg):
+    for kind in finders:
         if kind == "batch_size":  # the largest that fits in memory, doubling from data.batch_size
             largest = min(8192, len(datamodule.train_set))
             size = min(largest, tuner.scale_batch_size(model, datamodule=datamodule, mode="power",
