@@ -28,6 +28,7 @@ from pathlib import Path
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
 LINE = re.compile(r'<path d="M-?[\d.]+,-?[\d.]+L')  # a chart line TensorBoard drew in SVG
+POINT = re.compile(r'<circle cx="-?[\d.]+" cy="-?[\d.]+" r="[\d.]+" style="fill: rgb')  # a one-point series
 
 
 def find_chromium() -> str | None:
@@ -105,10 +106,10 @@ def check(logdir: Path, expect: list[str], screenshot: Path | None) -> list[str]
         _wait_until_read(url + "data/plugin/timeseries/tags", runs, expect)
         page_url = f"{url}?forceSVG=true&tagFilter={_only(expect)}#timeseries"
         page, attempts = "", 5
-        for attempt in range(attempts):  # headless Chromium at times leaves the filtered cards unrendered a while
+        for attempt in range(attempts):  # headless Chromium at times leaves cards undrawn: more time at each try
             if attempt:
                 time.sleep(2)
-            page = render(page_url)
+            page = render(page_url, budget_ms=20000 * (attempt + 1))
             if _missing(page, runs, expect) == [] or attempt == attempts - 1:
                 if screenshot:  # of what was found, or of the last try
                     render(page_url, screenshot)
@@ -189,9 +190,18 @@ def _only(tags: list[str]) -> str:
 
 def _missing(page: str, runs: list[str], expect: list[str]) -> list[str]:
     missing = [text for text in [*runs, *expect] if text not in page]
-    if not missing and len(LINE.findall(page)) < len(expect):
-        missing.append(f"chart lines (found {len(LINE.findall(page))} for {len(expect)} charts)")
+    if not missing:
+        missing += [f"the chart of {tag} (its card is there, nothing drawn in it)" for tag in _undrawn(page, expect)]
     return missing
+
+
+def _undrawn(page: str, tags: list[str]) -> list[str]:
+    """The tags whose card holds no series: neither a line nor the dot TensorBoard draws for a single point (a
+    test metric). A card runs from its title to the next card's title."""
+    starts = sorted((page.find(f'title="{tag}"'), tag) for tag in tags)
+    ends = [start for start, _ in starts[1:]] + [len(page)]
+    return [tag for (start, tag), end in zip(starts, ends)
+            if start < 0 or not (LINE.search(page, start, end) or POINT.search(page, start, end))]
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ and the precision and memory layout chosen for the hardware (trainer.precision=a
 
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -132,7 +133,16 @@ def test_tune_lr_finds_uses_and_records_the_learning_rate(cfg_factory, caplog):
     checkpoint = torch.load(result["checkpoint"], weights_only=True)
     assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == lr
     assert checkpoint["hyper_parameters"]["scheduler"]["scheduler"]["max_lr"] == lr  # the schedule follows it
-    assert (ROOT / cfg_factory(out="lr").paths.output_dir / "lr_find.png").stat().st_size > 10_000
+    folder = ROOT / cfg_factory(out="lr").paths.output_dir
+    assert (folder / "lr_find.png").stat().st_size > 10_000
+    curve = [line.split(",") for line in (folder / "lr_find.csv").read_text().splitlines()[1:]]
+    first_lr, first_loss = map(float, curve[0])
+    assert first_lr < 1e-6 and abs(first_loss - math.log(10)) < 0.25  # at lr 1e-8: the untrained loss, not half
+    lowest = min(curve, key=lambda point: float(point[1]))
+    assert 1e-3 < lr < float(lowest[0])  # on the fall to the lowest loss, not a wobble of the flat start
+    with pytest.raises(UserError, match=r"tune=lr: the loss fell by [01]\.\d% at most .* Set optimizer.lr yourself"):
+        train(cfg_factory("data=mnist", "model=lenet", "tune=lr", "logger=none", out="flat"))  # slow to start
+    assert (ROOT / cfg_factory(out="flat").paths.output_dir / "lr_find.png").exists()  # the curve, to see why
     with pytest.raises(UserError, match=r"tune=fast is invalid: use tune=lr, tune=batch_size"):
         train(cfg_factory("data=mnist", "tune=fast", out="bad"))
 
