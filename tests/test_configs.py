@@ -109,15 +109,22 @@ def test_the_lightning_module_is_its_own_config_node_holding_network_optimizer_a
     assert all(type(value) in (dict, list) for value in (hp.net, hp.optimizer, hp.scheduler, hp.mean))  # plain data
 
 
-@pytest.mark.parametrize(("precision", "widths", "epochs"), [("bf16-mixed", [64, 256, 256], (5, 14)),
-                                                          ("32-true", [32, 128, 128], (5, 15))])
-def test_the_rungs_are_airbench_sized_to_the_precision(cfg_factory, precision, widths, epochs):
-    """With AMX (bf16) the full network, without it (float32) half its widths; the 15-minute rung trains longer."""
+@pytest.mark.parametrize(("precision", "widths", "epochs", "batch", "lr"),
+                         [("bf16-mixed", [64, 256, 256], (5, 14), 1024, 1.5),
+                          ("32-true", [32, 128, 128], (5, 15), 256, 0.375)])
+def test_the_rungs_are_airbench_sized_to_the_precision(cfg_factory, precision, widths, epochs, batch, lr):
+    """With AMX (bf16) the full network, without it (float32) half its widths in batches of 256 at the same lr per
+    image; the 15-minute rung trains longer."""
     airbench, five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment={name}", f"trainer.precision={precision}"),
                                                       resolve=True)
                                for name in ("cifar10_airbench", "cifar10_ladder_5min", "cifar10_ladder_15min"))
     assert five["model"]["widths"] == widths and fifteen["model"]["widths"] == widths
     assert (five["trainer"].pop("max_epochs"), fifteen["trainer"].pop("max_epochs")) == epochs
+    for cfg in (five, fifteen):
+        assert (cfg["data"].pop("batch_size"), cfg["optimizer"].pop("lr")) == (batch, lr)
+        cfg["classifier"]["optimizer"].pop("lr")
+    assert airbench["classifier"]["optimizer"].pop("lr") == airbench["optimizer"].pop("lr") == 1.5
+    assert airbench["data"].pop("batch_size") == 1024
     for cfg in (airbench, five, fifteen):
         cfg["paths"] = cfg["paths"] | {"output_dir": ""}
         cfg["trainer"].pop("max_epochs", None)

@@ -167,6 +167,7 @@ def test_gradient_clipping_and_accumulation_are_trainer_options(cfg_factory):
 @pytest.mark.parametrize("amx", [True, False])
 def test_auto_precision_follows_the_cpus_flags(monkeypatch, amx):
     monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     precision, why = hardware.auto_precision("cpu")
     assert precision == ("bf16-mixed" if amx else "32-true")
     assert ("has AMX" if amx else "has no AMX") in why
@@ -183,6 +184,8 @@ def test_onednn_capped_below_amx_counts_as_no_amx(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert not hardware.cpu_has_amx()
+    assert hardware.auto_precision("cpu")[1].endswith("has AMX, switched off (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16): "
+                                                      "bf16 is slower than float32 without it")
     assert "no AMX" in hardware.describe(hardware.machine())
     assert "(AMX off: ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16)" in hardware.describe(hardware.machine())
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")

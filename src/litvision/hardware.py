@@ -60,6 +60,10 @@ def auto_precision(accelerator: str) -> tuple[str, str]:
     if accelerator == "cpu":
         if cpu_has_amx():
             return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
+        if torch.cpu._is_amx_tile_supported():  # present, but oneDNN was told not to use it
+            return "32-true", (f"{cpu_model()} has AMX, switched off (ONEDNN_MAX_CPU_ISA="
+                               f"{os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA'))}): "
+                               "bf16 is slower than float32 without it")
         return "32-true", f"{cpu_model()} has no AMX: bf16 is slower than float32 on it"
     return "32-true", f"{accelerator}: float32"
 
