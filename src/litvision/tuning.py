@@ -59,8 +59,8 @@ def _find_lr(tuner: Tuner, trainer: L.Trainer, model: L.LightningModule, datamod
         finder = tuner.lr_find(model, datamodule=datamodule, update_attr=False)
     finally:
         trainer.fit_loop.max_epochs = epochs
-    if finder is None:  # another process of a DDP run
-        raise UserError("tune=lr: the learning-rate finder returned nothing; run it in one process (trainer.devices=1)")
+    if finder is None:  # Lightning skips it under fast_dev_run
+        raise UserError("tune=lr does not run with trainer.fast_dev_run: drop one of the two")
     lrs, losses = finder.results["lr"], finder.results["loss"]
     _debias(losses)
     (folder / "lr_find.csv").write_text("lr,loss\n" + "".join(f"{r:.6g},{v:.6g}\n" for r, v in zip(lrs, losses)))
