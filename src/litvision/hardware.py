@@ -31,10 +31,15 @@ def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def onednn_cap() -> str | None:
+    """The instruction set oneDNN is capped at (ONEDNN_MAX_CPU_ISA, or its old name DNNL_MAX_CPU_ISA); None: none."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA"))
+
+
 def cpu_has_amx() -> bool:
     """AMX tiles that oneDNN (torch's CPU convolutions and bf16 matmuls) will use: present, and not switched off
     with ONEDNN_MAX_CPU_ISA (e.g. AVX512_CORE_BF16, which makes an AMX machine compute as one without)."""
-    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    capped = (onednn_cap() or "ALL").upper()
     return torch.cpu._is_amx_tile_supported() and ("AMX" in capped or capped in ("ALL", "DEFAULT", ""))
 
 
@@ -61,9 +66,8 @@ def auto_precision(accelerator: str) -> tuple[str, str]:
         if cpu_has_amx():
             return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
         if torch.cpu._is_amx_tile_supported():  # present, but oneDNN was told not to use it
-            return "32-true", (f"{cpu_model()} has AMX, switched off (ONEDNN_MAX_CPU_ISA="
-                               f"{os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA'))}): "
-                               "bf16 is slower than float32 without it")
+            return "32-true", (f"{cpu_model()} has AMX, switched off (ONEDNN_MAX_CPU_ISA={onednn_cap()}): bf16 is "
+                               "slower than float32 without it")
         return "32-true", f"{cpu_model()} has no AMX: bf16 is slower than float32 on it"
     return "32-true", f"{accelerator}: float32"
 
@@ -91,7 +95,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "amx": cpu_has_amx(), "amx_present": torch.cpu._is_amx_tile_supported(), "avx512_bf16": "avx512_bf16" in flags,
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "python": platform.python_version(),
+        "onednn_max_cpu_isa": onednn_cap(), "python": platform.python_version(),
         "torch": torch.__version__,
     }
     if torch.cuda.is_available():

@@ -107,11 +107,9 @@ def _steepest(lrs: list[float], losses: list[float], skip: int = 10, fall: float
 def _plot(lrs: list[float], losses: list[float], best: int | None, path: Path) -> None:
     """The curve on a log-lr axis, the y-axis kept to where it is readable (a diverged loss off the top), the chosen
     rate as a red point."""
-    import matplotlib
+    from litvision.callbacks.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(lrs, losses)
     ax.set_xscale("log")

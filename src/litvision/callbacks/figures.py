@@ -186,7 +186,8 @@ def _add(loggers: list[TensorBoardLogger], step: int, figures: dict) -> None:
         plt.close(figure)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot drawing off-screen (Agg): figures are saved or logged, never shown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,7 +199,7 @@ def _pyplot():
 def confusion_figure(confusion: torch.Tensor, names: list[str], title: str):
     """Rows: the true class, normalized to percent of it (the diagonal is each class's recall); the count under
     the percent where cells are large enough; a colour bar. Sized by the class count."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(names)
     counts = confusion.long()
     percent = 100 * counts / counts.sum(1, keepdim=True).clamp_min(1)
@@ -226,7 +227,7 @@ def confusion_figure(confusion: torch.Tensor, names: list[str], title: str):
 def class_bars(confusion: torch.Tensor, names: list[str], title: str):
     """Precision, recall and F1 of each class in percent (from the confusion matrix), with their macro averages
     in the legend: horizontal bars, a row per class."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = confusion.double()
     hits = counts.diag()
     precision = 100 * hits / counts.sum(0).clamp_min(1)
@@ -256,7 +257,7 @@ def image_grid(images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tens
                confidence: torch.Tensor | None = None):
     """uint8 images, each titled with its true class and, below, "✓" or "✗ PREDICTED" (and the probability): a
     mistake is red, framed and marked, not told by colour alone."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(4, max(1, len(images)))
     rows = max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(CARD / 4 * columns, 1.55 * rows + 0.4), squeeze=False)
