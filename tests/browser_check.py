@@ -144,8 +144,8 @@ def pages(logdir: Path, folder: Path) -> dict[str, Path]:
                               drawn=name != "hparams")
                 shown = _fetch(url + data) if data else page
                 missing = [text for text in texts if text not in shown]
-                if name == "scalars" and not LINE.search(page):
-                    missing.append("chart lines")
+                if name == "scalars" and not missing:
+                    missing += [f"the chart of {tag} (nothing drawn in it)" for tag in _undrawn(page, texts)]
                 if not missing:
                     break
                 time.sleep(2)
