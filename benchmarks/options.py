@@ -44,8 +44,7 @@ def epoch_seconds(data_dir: Path, overrides: list[str]) -> tuple[float, float, s
                   "+callbacks.timer._target_=probes.EpochSeconds", f"+callbacks.timer.path={out}/epoch",
                   "+callbacks.flops._target_=probes.StepFlops", f"+callbacks.flops.path={out}/flops.json")
         flops = json.loads(Path(out, "flops.json").read_text())["flops_per_image"]
-        precision = next(line for line in Path(out, "run", "train.log").read_text().splitlines()
-                         if "precision " in line).split("precision ")[1].split(" (")[0]
+        precision = json.loads(Path(out, "run", "metrics.json").read_text())["precision"]  # what ran
         return float(Path(out, "epoch").read_text()), flops, precision
 
 
