@@ -258,3 +258,17 @@ def test_evaluation_split_across_processes_counts_each_image_once():
     assert [len(x) for x in images] == [30, 29] and [len(ranked) for ranked in per_rank] == [4, 4]
     together, alone = torch.cat(images).flatten(1), torch.cat([x for x, _ in loader]).flatten(1)
     assert len(together) == 59 and torch.equal(torch.unique(together, dim=0), torch.unique(alone, dim=0))
+
+
+def test_channel_statistics_from_histograms_equal_float64_sums_in_either_layout():
+    from litvision.datamodule import TensorImages, _channel_stats
+
+    images = load("image_folder", FIXTURES / "cifar10-jpeg").train.images
+    as_float = images.double() / 255
+    mean, std = as_float.mean(dim=(0, 2, 3)), as_float.std(dim=(0, 2, 3), unbiased=False)
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+    for stored in (images, channels_last):
+        got_mean, got_std = _channel_stats(TensorImages(stored, torch.zeros(len(stored), dtype=torch.int64)))
+        assert torch.allclose(torch.tensor(got_mean, dtype=torch.float64), mean, rtol=0, atol=1e-12)
+        assert torch.allclose(torch.tensor(got_std, dtype=torch.float64), std, rtol=0, atol=1e-12)
+    assert not torch.allclose(mean, mean.flip(0), atol=1e-3)  # the channels differ: each is its own

@@ -175,6 +175,32 @@ def test_parallel_decoding_equals_serial_decoding_bit_for_bit():
     assert torch.equal(parallel, torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path in paths]))
 
 
+def test_photo_sized_images_are_stored_channels_last_and_decode_in_parallel_as_serially(tmp_path):
+    """Rows of CHANNELS_LAST_BYTES and more are written as the decoder returns them (channels last): the same pixels
+    as one file at a time, in parallel as serially; a file that fails and one of another size leave zero rows
+    between written ones for the caller."""
+    from litvision.decoding import CHANNELS_LAST_BYTES
+
+    sources = sorted(CIFAR.rglob("*.jpg"))[:60]
+    paths = []
+    for i, source in enumerate(sources):  # real photos, upscaled to 96x96 (27 KB a row)
+        paths.append(str(tmp_path / f"{i:02d}.jpg"))
+        Image.open(source).resize((96, 96) if i != 7 else (64, 64), Image.BICUBIC).save(paths[-1], quality=90)
+    Path(paths[3]).write_bytes(b"not a jpeg")
+    assert 3 * 96 * 96 >= CHANNELS_LAST_BYTES > 3 * 32 * 32
+    serial, serial_shapes, serial_errors = decode_all(paths, (3, 96, 96), workers=1)
+    parallel, shapes, errors = decode_all(paths, (3, 96, 96), workers=2)
+    assert shapes == serial_shapes and [path for path, _ in errors] == [path for path, _ in serial_errors] == [paths[3]]
+    assert shapes[3] is None and shapes[7] == (3, 64, 64)
+    assert parallel.shape == (60, 3, 96, 96) and parallel.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(serial, parallel)
+    good = [i for i in range(60) if i not in (3, 7)]
+    assert torch.equal(parallel[good], torch.stack([decode(paths[i], 3) for i in good]))
+    assert not parallel[[3, 7]].any()
+    small, _, _ = decode_all(paths[:2], (3, 32, 32), workers=1)  # below the threshold: (C, H, W), as cached before
+    assert small.is_contiguous()
+
+
 def test_k_fold_validation_folds_are_stratified_and_cover_the_training_images():
     held = []
     for fold in range(4):

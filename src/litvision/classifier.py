@@ -35,10 +35,13 @@ class Normalize(nn.Module):
         self.register_buffer("shift", -mean / std, persistent=False)
         self.register_buffer("scale_uint8", 1 / (255 * std), persistent=False)
         self.register_buffer("scale", 1 / std, persistent=False)
+        self.memory_format = torch.contiguous_format  # the network's (Classifier.use_channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """In the network's memory layout: the conversion to float moves a channels-last batch (photo-sized images
+        are stored so) into NCHW, or the reverse, in the same pass."""
         scale = self.scale_uint8 if images.dtype == torch.uint8 else self.scale
-        return torch.addcmul(self.shift, images.float(), scale)
+        return torch.addcmul(self.shift, images.to(torch.float32, memory_format=self.memory_format), scale)
 
 
 class Classifier(L.LightningModule):
@@ -94,16 +97,15 @@ class Classifier(L.LightningModule):
     def use_channels_last(self, on: bool) -> None:
         """The network's convolutions in NHWC (on) or NCHW; the checkpoint records which."""
         self.hparams.channels_last = on
-        self.net = self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        self.normalize.memory_format = torch.channels_last if on else torch.contiguous_format
+        self.net = self.net.to(memory_format=self.normalize.memory_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images as the data module hands them (or float in [0, 1]) -> logits."""
         return self._net(self.normalize(images))
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.normalize.memory_format))
 
     def setup(self, stage: str) -> None:
         """A network that starts from the data (AirNet's whitening stem) sees the first 5,000 normalized training
