@@ -297,3 +297,49 @@ def test_airbench_recipe_trains_and_its_checkpoint_tests_the_same(cfg_factory):
     assert torch.equal(stem[12:], -stem[:12])  # whitened from the data before training, then left frozen
     again = train(cfg_factory(*overrides, "train=false", f"ckpt_path={ckpt}", out="eval"))
     assert again["test/acc"] == first["test/acc"] and first["test/acc"] > 0.1
+
+
+def test_muon_orthogonalizes_the_filters_step_and_is_sgd_for_the_rest():
+    from litvision.muon import Muon, orthogonalized
+
+    torch.manual_seed(0)
+    conv, head = torch.nn.Conv2d(8, 16, 3, bias=False), torch.nn.Linear(16, 4)
+    twin = torch.nn.Linear(16, 4)
+    twin.load_state_dict(head.state_dict())
+    muon = Muon([*conv.parameters(), *head.parameters()], lr=0.1, momentum=0.9, weight_decay=0.01, muon_lr=0.05)
+    sgd = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    for _ in range(3):
+        x = torch.randn(5, 8, 6, 6)
+        muon.zero_grad()
+        sgd.zero_grad()
+        features = conv(x)
+        (features.square().mean() + head(features.mean(dim=(2, 3))).square().sum()).backward()
+        twin(features.mean(dim=(2, 3)).detach()).square().sum().backward()  # the head's gradient, no filters'
+        before = conv.weight.detach().clone()
+        muon.step()
+        sgd.step()
+        step = (before * 16 ** 0.5 / before.norm() - conv.weight).reshape(16, -1) / 0.05  # from the held norm
+        singular = torch.linalg.svdvals(step)
+        assert singular.min() > 0.3 and singular.max() < 1.5  # orthogonalized: no direction dominates
+        assert abs(conv.weight.norm() - 4) < 0.3  # sqrt(out_channels), give or take one step (lr x 4 x 1.5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(head.parameters(), twin.parameters()))
+    with torch.no_grad():
+        conv.weight.mul_(10)  # weight decay would shrink it slowly; Muon puts it back at once
+    muon.step()
+    assert abs(conv.weight.norm() - 4) < 0.3
+    plain, reference = torch.nn.Conv2d(8, 16, 3), torch.nn.Conv2d(8, 16, 3)
+    reference.load_state_dict(plain.state_dict())
+    start = plain.weight.detach().clone()
+    optimizers = (Muon(plain.parameters(), lr=0.1, weight_decay=0.01, muon_lr=None),  # no Muon: SGD for filters too
+                  torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.01))
+    for _ in range(3):
+        x = torch.randn(5, 8, 6, 6)
+        for net, opt in zip((plain, reference), optimizers):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    assert torch.allclose(plain.weight, reference.weight, atol=1e-6) and not torch.allclose(plain.weight, start)
+    g = torch.randn(16, 72) * torch.logspace(0, 2, 16)[:, None]  # singular values spread over 100x
+    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 30
+    singular = torch.linalg.svdvals(orthogonalized(g, 5))
+    assert singular.max() < 1.5 and singular.max() / singular.min() < 3
