@@ -390,7 +390,7 @@ def decode_all(paths: list[str], shape: Sequence[int] | None, channels: int | No
     spill_dir, so that a dataset larger than memory decodes (the system writes pages out as it needs). Written, not
     stored through a shared map, and rows of CHANNELS_LAST_BYTES and more stored channels last, as the decoder
     returns them: of 1.07 s for 3,000 224 px JPEGs in one process, the map's page faults took 0.25 s and the
-    transposing copy 0.14 (benchmarks/decode.py: 1.54x serial decoding in two processes before, 1.84x after).
+    transposing copy 0.14 (benchmarks/decode.py: 1.54x serial decoding in two processes before, 1.80-1.84x after).
     workers: None is every core this process may use, one per 500 files at most."""
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)), max(1, len(paths) // 500))
