@@ -6,13 +6,14 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
 class TestAccuracyCurve(L.Callback):
     """Test accuracy after every training epoch, against training seconds so far (the evaluation's own time left
-    out). JSON: {"points": [[seconds, accuracy], ...], "eval_seconds": time spent evaluating}."""
+    out, of trainer.max_time's clock too). JSON: {"points": [[seconds, accuracy], ...], "eval_seconds": time spent evaluating}."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -31,7 +32,10 @@ class TestAccuracyCurve(L.Callback):
                 total += len(labels)
         module.train()
         self.points.append([paused - self.start - self.eval_seconds, correct / total])
-        self.eval_seconds += time.perf_counter() - paused
+        spent = time.perf_counter() - paused
+        self.eval_seconds += spent
+        for timer in (c for c in trainer.callbacks if isinstance(c, Timer)):  # trainer.max_time: training time only
+            timer._offset -= spent
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.path.write_text(json.dumps({"points": self.points, "eval_seconds": self.eval_seconds}))

@@ -109,27 +109,34 @@ def test_the_lightning_module_is_its_own_config_node_holding_network_optimizer_a
     assert all(type(value) in (dict, list) for value in (hp.net, hp.optimizer, hp.scheduler, hp.mean))  # plain data
 
 
-@pytest.mark.parametrize(("precision", "widths", "epochs", "batch", "lr"),
-                         [("bf16-mixed", [64, 256, 256], (5, 14), 1024, 1.5),
-                          ("32-true", [32, 128, 128], (5, 15), 256, 0.375)])
-def test_the_rungs_are_airbench_sized_to_the_precision(cfg_factory, precision, widths, epochs, batch, lr):
-    """With AMX (bf16) the full network, without it (float32) half its widths in batches of 256 at the same lr per
-    image; the 15-minute rung trains longer."""
+@pytest.mark.parametrize(("precision", "widths", "epochs", "batch", "lr", "least"),
+                         [("bf16-mixed", [64, 256, 256], (5, 14), 1024, 1.5, (5, 10)),
+                          ("32-true", [32, 128, 128], (10, 30), 256, 0.375, (1, 1))])
+def test_the_rungs_are_airbench_sized_to_the_precision_and_the_time(cfg_factory, precision, widths, epochs, batch, lr,
+                                                                    least):
+    """With AMX (bf16) the full network where it trains enough epochs in the time, else half its widths; without it
+    (float32) half its widths in batches of 256 at the same lr per image; the epochs fitted to each rung's time."""
     airbench, five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment={name}", f"trainer.precision={precision}"),
                                                       resolve=True)
                                for name in ("cifar10_airbench", "cifar10_ladder_5min", "cifar10_ladder_15min"))
-    assert five["model"]["widths"] == widths and fifteen["model"]["widths"] == widths
-    assert (five["trainer"].pop("max_epochs"), fifteen["trainer"].pop("max_epochs")) == epochs
-    for cfg in (five, fifteen):
-        assert (cfg["data"].pop("batch_size"), cfg["optimizer"].pop("lr")) == (batch, lr)
+    half = {"model.widths": [32, 128, 128], "data.batch_size": 256, "optimizer.lr": 0.375}
+    for cfg, minutes, most, fewest in zip((five, fifteen), (5, 15), epochs, least):
+        assert cfg["model"].pop("widths") == widths and cfg["classifier"]["net"].pop("widths") == widths
+        assert (cfg["data"].pop("batch_size"), cfg["optimizer"].pop("lr"), cfg["trainer"].pop("max_epochs")) == (
+            batch, lr, most)
         cfg["classifier"]["optimizer"].pop("lr")
+        assert (cfg.pop("tune"), cfg["trainer"].pop("max_time")) == ("epochs", f"00:00:{minutes:02d}:00")
+        first, second = cfg.pop("time_choices")
+        assert first == {"least_epochs": fewest}
+        assert second["set"] == half | {"trainer.max_epochs": {5: 10, 15: 30}[minutes]}
     assert airbench["classifier"]["optimizer"].pop("lr") == airbench["optimizer"].pop("lr") == 1.5
-    assert airbench["data"].pop("batch_size") == 1024
+    assert airbench["data"].pop("batch_size") == 1024 and airbench.pop("tune") is None
+    assert airbench.pop("time_choices") is None and airbench["trainer"].pop("max_time") is None
     for cfg in (airbench, five, fifteen):
         cfg["paths"] = cfg["paths"] | {"output_dir": ""}
         cfg["trainer"].pop("max_epochs", None)
         for node in (cfg["model"], cfg["classifier"]["net"]):
-            node.pop("widths")
+            node.pop("widths", None)
     assert five == fifteen == airbench
 
 

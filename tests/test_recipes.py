@@ -1,7 +1,8 @@
 """The training recipes users expect from timm and torchvision's references: augmentation presets on whole batches
 (torchvision.transforms.v2, each image its own draw; mixup and cutmix), EMA of the weights (Lightning's
-EMAWeightAveraging), Lightning's learning-rate and batch-size finders (tune=), gradient clipping and accumulation,
-and the precision and memory layout chosen for the hardware (trainer.precision=auto)."""
+EMAWeightAveraging), Lightning's learning-rate and batch-size finders and the epochs fitted to trainer.max_time
+(tune=), gradient clipping and accumulation, and the precision and memory layout chosen for the hardware
+(trainer.precision=auto)."""
 
 import json
 import logging
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import FIXTURES, ROOT
-from litvision import UserError, hardware
+from litvision import UserError, hardware, tuning
 from litvision.augment import BatchAugmentation, _cut_masked, _cut_sliced, recipe
 from litvision.datamodule import ImageDataModule
 from litvision.decoding import load
@@ -154,6 +155,59 @@ def test_tune_batch_size_takes_the_largest_that_trains(cfg_factory, caplog):
     result = _folder(cfg_factory, "bs")
     assert result["config"]["data"]["batch_size"] == result["images"]["train"]  # all fit: capped at the train set
     assert f"tune: data.batch_size={result['images']['train']}" in caplog.text
+
+
+def test_tune_epochs_fits_the_epochs_to_max_time_and_the_plain_config_repeats_the_run(cfg_factory, caplog):
+    caplog.set_level(logging.INFO)
+    mnist = ["data=mnist", "model=mlp", "scheduler=onecycle", "logger=none"]
+    metrics = train(cfg_factory(*mnist, "tune=epochs", "trainer.max_time=00:00:10:00", "trainer.max_epochs=3",
+                                out="capped"))
+    assert "tune: trainer.max_epochs=3 (the epochs that fit trainer.max_time=00:00:10:00, at most 3" in caplog.text
+    assert _folder(cfg_factory, "capped")["config"]["trainer"]["max_epochs"] == 3
+    plain = train(cfg_factory(*mnist, "trainer.max_epochs=3", out="plain"))  # the timing trained a copy
+    assert plain["train/loss"] == pytest.approx(metrics["train/loss"], rel=1e-6)
+    assert plain["test/acc"] == metrics["test/acc"]
+
+    caplog.clear()
+    train(cfg_factory(*mnist, "tune=epochs", "trainer.max_time=00:00:00:06", "trainer.max_epochs=100000",
+                      out="timed"))
+    fitted = _folder(cfg_factory, "timed")["config"]["trainer"]["max_epochs"]
+    assert 1 <= fitted < 100000 and f"tune: trainer.max_epochs={fitted} (the epochs that fit" in caplog.text
+    cut = [r.message for r in caplog.records if "stopped training after" in r.message]
+    if cut:  # Lightning's max_time stops what the timing misjudged: most of the epochs ran
+        assert int(cut[0].split("after ")[1].split(" of")[0]) >= 0.6 * fitted
+
+
+def test_tune_epochs_takes_the_first_time_choice_that_fits_its_least_epochs(cfg_factory, caplog):
+    caplog.set_level(logging.INFO)
+    mnist = ["data=mnist", "model=mlp", "logger=none"]
+    choices = ("time_choices=[{least_epochs: 1000000}, {set: {model.hidden: [16], data.batch_size: 32, "
+               "trainer.max_epochs: 3}}]")
+    metrics = train(cfg_factory(*mnist, "tune=epochs", "trainer.max_time=00:00:10:00", choices, out="chosen"))
+    assert "fewer than its least_epochs=1000000: the next of time_choices" in caplog.text
+    assert "tune: model.hidden=[16], data.batch_size=32, trainer.max_epochs=3 (the epochs that fit" in caplog.text
+    result = _folder(cfg_factory, "chosen")
+    assert result["config"]["model"]["hidden"] == [16] and result["config"]["data"]["batch_size"] == 32
+    assert torch.load(result["checkpoint"], weights_only=True)["hyper_parameters"]["net"]["hidden"] == [16]
+    plain = train(cfg_factory(*mnist, "model.hidden=[16]", "data.batch_size=32", "trainer.max_epochs=3", out="plain"))
+    assert plain["train/loss"] == pytest.approx(metrics["train/loss"], rel=1e-6)
+    with pytest.raises(UserError, match=r"time_choices\[0\] sets model.depth, which this config does not have"):
+        train(cfg_factory(*mnist, "tune=epochs", "trainer.max_time=00:00:10:00",
+                          "time_choices=[{set: {model.depth: 3}}]", out="bad"))
+
+
+def test_max_time_that_ends_training_early_says_so_and_tune_epochs_needs_a_max_time(cfg_factory, caplog):
+    train(cfg_factory("data=mnist", "model=mlp", "trainer.max_time=00:00:00:02", "trainer.max_epochs=100000",
+                      "logger=none", out="cut"))
+    assert "trainer.max_time=00:00:00:02 stopped training after" in caplog.text
+    assert "of 100000 epochs, before its schedule ended" in caplog.text
+    with pytest.raises(UserError, match=r"tune=epochs fits the epochs to trainer.max_time, which is None: set it"):
+        train(cfg_factory("data=mnist", "tune=epochs", out="none"))
+    with pytest.raises(UserError, match=r"trainer.max_time=5min is invalid: give DD:HH:MM:SS"):
+        train(cfg_factory("data=mnist", "tune=[lr,epochs]", "trainer.max_time=5min", out="bad"))
+    assert tuning.budget_seconds("00:00:05:00") == tuning.budget_seconds({"minutes": 5}) == 300
+    with pytest.raises(UserError, match=r"tune=epochs times one process, not the 2 processes of this run's trainer"):
+        train(cfg_factory("data=mnist", "trainer=ddp_cpu", "tune=epochs", "trainer.max_time=00:00:01:00", out="ddp"))
 
 
 def test_gradient_clipping_and_accumulation_are_trainer_options(cfg_factory):

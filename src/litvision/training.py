@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -53,8 +53,10 @@ def _run(cfg: DictConfig) -> dict[str, float]:
     model = _model(cfg, datamodule)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
+    seconds: dict[str, float] = {}
     if cfg.train and finders:  # the finders train a copy; the run trains a model built with their values
-        tuning.tune(cfg, finders, trainer, model, datamodule)
+        seconds["tune"] = _timed(tuning.tune, cfg, finders, trainer, model, datamodule,
+                                  lambda trial: _model(trial, datamodule))
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
         model = _model(cfg, datamodule)
@@ -68,7 +70,7 @@ def _run(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         if isinstance(logger, TensorBoard) and rank_zero_only.rank == 0:
             logger.describe(OmegaConf.to_yaml(cfg, resolve=True), model.hparams.class_names)
-    seconds, metrics, best = {}, {}, ""
+    metrics, best = {}, ""
     if cfg.train:
         try:
             seconds["fit"] = _timed(trainer.fit, model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -79,6 +81,7 @@ def _run(cfg: DictConfig) -> dict[str, float]:
                 report(cfg, trainer, {}, model.hparams.class_names, {}, {}, None, hparams, status=status)
             raise
         metrics |= trainer.callback_metrics  # trainer.test replaces them
+        _warn_if_cut(cfg, trainer)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
         seconds["test"] = _timed(trainer.test, model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -110,6 +113,15 @@ def resolve_precision(cfg: DictConfig) -> str | None:
         with open_dict(cfg):
             cfg.trainer.precision = precision
     return why
+
+
+def _warn_if_cut(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """One line when trainer.max_time, not the epochs, ended training: its schedule did not run to its end."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is not None and timer.time_remaining() <= 0 and trainer.current_epoch < trainer.max_epochs:
+        log.warning(f"trainer.max_time={cfg.trainer.max_time} stopped training after {trainer.current_epoch} of "
+                    f"{trainer.max_epochs} epochs, before its schedule ended: give it more time or fewer epochs"
+                    + ("" if "epochs" in tuning.asked(cfg) else ", or tune=epochs to fit the epochs to it"))
 
 
 def _ended(error: Exception) -> str | None:
