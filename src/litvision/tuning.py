@@ -169,7 +169,7 @@ def _fit_to_time(cfg: DictConfig, model: L.LightningModule, datamodule: L.Lightn
             model = rebuild(trial)
         epoch, how = _epoch_seconds(trial, model, datamodule, seconds=0.03 * budget)
         fits = math.floor((budget - (time.perf_counter() - started)) * margin / epoch)
-        chosen = f"{', '.join(f'{k}={v}' for k, v in settings.items())}: " if settings else ""
+        chosen = "".join(f"{k}={v}, " for k, v in settings.items() if k != "trainer.max_epochs")
         least = choice.get("least_epochs", 1)
         if fits < least and number < len(choices):
             log.info(f"tune: {chosen}{fits} epochs fit trainer.max_time={cfg.trainer.max_time} here ({how}), fewer "
@@ -185,7 +185,6 @@ def _fit_to_time(cfg: DictConfig, model: L.LightningModule, datamodule: L.Lightn
                 OmegaConf.update(cfg, key, value, merge=False)
             cfg.trainer.max_epochs = epochs
         datamodule.batch_size = cfg.data.get("batch_size", datamodule.batch_size)
-        chosen = "".join(f"{k}={v}, " for k, v in settings.items() if k != "trainer.max_epochs")
         log.info(f"tune: {chosen}trainer.max_epochs={epochs} (the epochs that fit trainer.max_time="
                  f"{cfg.trainer.max_time}{f', at most {most}' if epochs < fits else ''}: {how}, timed in "
                  f"{time.perf_counter() - started:.1f} s; this config with these values and without tune=epochs "
