@@ -1,12 +1,15 @@
 """What the machine at hand computes fast: the precision and memory layout `auto` picks, the facts every benchmark
 result records beside its figures, and the machine's measured matmul and convolution peak.
 
-Why the flags decide (measured on 2 Xeon cores, README "Precision"): with AMX a 2048x2048 bf16 matmul runs about
-7x faster than float32 (2,096 against 307 GFLOP/s); without it (avx512_bf16 only) bf16 is slower than float32
-(148 against 263 on the project's other machine kind; 197 against 308 here with oneDNN capped below AMX). A GPU
-with bf16 (compute capability 8.0+) trains in bf16-mixed; an older one has fast float16 only.
+Why flags and a measurement decide (2 cores each, README "Precision"): with AMX a 2048x2048 bf16 matmul runs about
+7x faster than float32 (2,096 against 307 GFLOP/s, Xeon). avx512_bf16 alone predicts nothing: on a Xeon without AMX
+bf16 was slower (148 against 263; conv 192 against 251 with oneDNN capped below AMX, and AirNet's epoch 0.76x), on
+an AMD EPYC it is faster (a convolution 1.95x, AirNet's epoch 1.70x), so there a convolution is timed and bf16 is
+picked where it runs at least BF16_PAYS times float32. A GPU with bf16 (compute capability 8.0+) trains in
+bf16-mixed; an older one has fast float16 only.
 """
 
+import functools
 import os
 import platform
 import time
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 MIXED = ("bf16-mixed", "16-mixed")
+BF16_PAYS = 1.3  # bf16/float32 convolution speed from which a CPU without AMX trains in bf16 (above: 0.76x, 1.95x)
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -56,20 +60,45 @@ def accelerator_of(asked: str) -> str:
 
 
 def auto_precision(accelerator: str) -> tuple[str, str]:
-    """trainer.precision=auto: (the precision, why), from the hardware's flags."""
+    """trainer.precision=auto: (the precision, why), from the hardware's flags and, for a CPU with avx512_bf16 but
+    no AMX, from how much faster it runs a bf16 convolution (measured once per process)."""
     if accelerator == "cuda":
         name = torch.cuda.get_device_name()
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16-mixed", f"{name} computes in bfloat16"
         return "16-mixed", f"{name} has fast float16 but no bfloat16"
-    if accelerator == "cpu":
-        if cpu_has_amx():
-            return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
-        if torch.cpu._is_amx_tile_supported():  # present, but oneDNN was told not to use it
-            return "32-true", (f"{cpu_model()} has AMX, switched off (ONEDNN_MAX_CPU_ISA={onednn_cap()}): bf16 is "
-                               "slower than float32 without it")
-        return "32-true", f"{cpu_model()} has no AMX: bf16 is slower than float32 on it"
-    return "32-true", f"{accelerator}: float32"
+    if accelerator != "cpu":
+        return "32-true", f"{accelerator}: float32"
+    if cpu_has_amx():
+        return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
+    without = (f"has AMX, switched off (ONEDNN_MAX_CPU_ISA={onednn_cap()})" if torch.cpu._is_amx_tile_supported()
+               else "has no AMX")
+    if "avx512_bf16" not in (_cpuinfo("flags") or "").split():
+        return "32-true", f"{cpu_model()} {without} and no avx512_bf16: bf16 is emulated, slower than float32"
+    speedup = cpu_bf16_speedup()
+    pays = speedup >= BF16_PAYS
+    return ("bf16-mixed" if pays else "32-true"), (f"{cpu_model()} {without}; a bf16 convolution measured {speedup:.1f}x "
+                                                   f"float32 ({'at least' if pays else 'under'} {BF16_PAYS:g}x)")
+
+
+@functools.cache
+def cpu_bf16_speedup(rounds: int = 6) -> float:
+    """How many times faster this CPU runs an AirNet-sized 3x3 convolution (32x64x32x32 -> 128, channels_last) in
+    bf16 than in float32: the two alternate and the fastest call of each counts, which other work on a shared
+    machine slows less than a median (six such measurements here: 1.94-2.03x; medians of the same: 1.3-3.4x)."""
+    calls, rng = [], torch.Generator().manual_seed(0)  # its own generator: the run's random draws stay untouched
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(32, 64, 32, 32, generator=rng).to(dtype, memory_format=torch.channels_last)
+        w = torch.randn(128, 64, 3, 3, generator=rng).to(dtype, memory_format=torch.channels_last)
+        F.conv2d(x, w, padding=1)  # warm-up: oneDNN picks and caches its kernel
+        calls.append(functools.partial(F.conv2d, x, w, padding=1))
+    best = [float("inf")] * 2
+    for _ in range(rounds):
+        for i, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[0] / best[1]
 
 
 def resolved_precision(precision: str, accelerator: str) -> tuple[str, str | None]:
