@@ -31,6 +31,11 @@ def _cpuinfo(field: str) -> str | None:
         return None
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx512f, avx512_bf16, amx_tile, ...) from /proc/cpuinfo; empty where there are none."""
+    return set((_cpuinfo("flags") or "").split())
+
+
 def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
@@ -73,7 +78,7 @@ def auto_precision(accelerator: str) -> tuple[str, str]:
         return "bf16-mixed", f"{cpu_model()} has AMX: bf16 matmuls ~7x float32"
     without = (f"has AMX, switched off (ONEDNN_MAX_CPU_ISA={onednn_cap()})" if torch.cpu._is_amx_tile_supported()
                else "has no AMX")
-    if "avx512_bf16" not in (_cpuinfo("flags") or "").split():
+    if "avx512_bf16" not in cpu_flags():
         return "32-true", f"{cpu_model()} {without} and no avx512_bf16: bf16 is emulated, slower than float32"
     speedup = cpu_bf16_speedup()
     pays = speedup >= BF16_PAYS
@@ -120,10 +125,9 @@ def auto_channels_last(precision: str, net: torch.nn.Module) -> bool:
 
 def machine() -> dict[str, Any]:
     """The facts a speed figure needs beside it: CPU model, cores, AMX/avx512_bf16, the GPU, versions."""
-    flags = (_cpuinfo("flags") or "").split()
     info: dict[str, Any] = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "amx": cpu_has_amx(), "amx_present": torch.cpu._is_amx_tile_supported(), "avx512_bf16": "avx512_bf16" in flags,
+        "amx": cpu_has_amx(), "amx_present": torch.cpu._is_amx_tile_supported(), "avx512_bf16": "avx512_bf16" in cpu_flags(),
         "onednn_max_cpu_isa": onednn_cap(), "python": platform.python_version(),
         "torch": torch.__version__,
     }
