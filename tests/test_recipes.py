@@ -264,8 +264,22 @@ def test_the_measured_bf16_speed_is_this_cpus():
 def test_the_peak_is_the_fastest_call_which_a_busy_host_does_not_lower():
     # a shared machine slows most calls: 2 of 5 ran at full speed (10 ms), 3 were held up (40 ms)
     delays = iter([0.01, 0.04, 0.01, 0.04, 0.04, 0.04])  # the first is the warm-up
-    rate = hardware._rate(lambda: time.sleep(next(delays)), flop=1e9, seconds=0, device="cpu")
+    rate = hardware._rate(lambda size: lambda: time.sleep(next(delays)), flop=lambda size: 1e9, sizes=(1,),
+                          seconds=0, device="cpu")
     assert 1e9 / 0.02 < rate <= 1e9 / 0.01  # a median would say 1e9 / 0.04
+
+
+def test_the_peak_is_measured_at_the_largest_size_whose_call_fits_the_time():
+    # a CPU that emulates bf16 ran a 2048^2 matmul for 43 s a call: the size grows only while a call stays short
+    built = []
+
+    def build(size):
+        built.append(size)
+        return lambda: time.sleep(0.005 * size)  # the same rate at every size: 1e9 FLOP in 5 ms
+
+    rate = hardware._rate(build, flop=lambda size: 1e9 * size, sizes=(1, 2, 4, 8), seconds=0.025, device="cpu")
+    assert built == [1, 2, 4]  # size 4's 20 ms call says size 8 would take 40 ms, over the 25 allowed
+    assert 1e11 < rate <= 2e11
 
 
 @pytest.mark.parametrize("bf16", [True, False])

@@ -14,6 +14,7 @@ import itertools
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -147,36 +148,59 @@ def describe(info: dict[str, Any]) -> str:
     return cpu + (f"; {info['gpu']}" if "gpu" in info else "")
 
 
-def _rate(fn, flop: float, seconds: float, device: str, calls: int = 5) -> float:
-    """FLOP/s of fn's fastest call after warm-up, of at least `calls` calls in about `seconds` (on a GPU, each timed
-    from an idle device to its end). A peak is what the machine can do: other work on a shared host only slows a
-    call, and the median of three 0.3 s float32 convolutions swung 84-172 GFLOP/s on an AMD EPYC."""
+def _rate(build: Callable[[int], Callable[[], Any]], flop: Callable[[int], float], sizes: Sequence[int],
+          seconds: float, device: str, calls: int = 5) -> float:
+    """FLOP/s of the fastest call after warm-up, of at least `calls` calls in about `seconds` (on a GPU, each timed
+    from an idle device to its end), of build(size) at the largest of `sizes` whose one call should take at most
+    `seconds` at the rate the size before it ran. A peak is what the machine can do: other work on a shared host
+    only slows a call (the median of three 0.3 s float32 convolutions swung 84-172 GFLOP/s on an AMD EPYC); and a CPU
+    that emulates bf16 (AVX2 only) runs it at 0.4 GFLOP/s, a 43 s 2048^2 matmul, where the fixed size spent 10
+    minutes measuring."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    fn()
-    start, fastest = time.perf_counter(), float("inf")
-    for done in itertools.count(1):
+
+    def timed(fn: Callable[[], Any]) -> float:
         sync()
-        t = time.perf_counter()
+        start = time.perf_counter()
         fn()
         sync()
-        fastest = min(fastest, time.perf_counter() - t)
+        return time.perf_counter() - start
+
+    for size, larger in itertools.zip_longest(sizes, sizes[1:]):
+        fn = build(size)
+        fn()  # warm-up: oneDNN and cuBLAS pick and cache their kernels
+        fastest = timed(fn)
+        if larger is None or flop(larger) * fastest / flop(size) > seconds:
+            break
+    start = time.perf_counter()
+    for done in itertools.count(2):
+        fastest = min(fastest, timed(fn))
         if done >= calls and time.perf_counter() - start >= seconds:
-            return flop / fastest
+            return flop(size) / fastest
 
 
 def peak(device: str = "cpu", seconds: float = 1.0) -> dict[str, float]:
-    """The machine's measured throughput in GFLOP/s: a 2048^3 matmul (8192^3 on a GPU) and an AirNet-sized 3x3
-    convolution (256x64x32x32 -> 128 channels, channels_last), each in float32 and bf16."""
+    """The machine's measured throughput in GFLOP/s: a square matmul (2048^2 on a CPU, 8192^2 on a GPU, or smaller
+    where one call would take over `seconds`) and an AirNet-sized 3x3 convolution (64x32x32 -> 128 channels,
+    channels_last, in batches of 256 or fewer), each in float32 and bf16."""
     rates = {}
-    n = 2048 if device == "cpu" else 8192
+    sides = (256, 512, 1024, 2048) + ((4096, 8192) if device == "cuda" else ())
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
-        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-        rates[f"matmul_{name}"] = _rate(lambda: a @ b, 2 * n ** 3, seconds, device) / 1e9
-        x = torch.randn(256, 64, 32, 32, dtype=dtype, device=device).to(memory_format=torch.channels_last)
-        w = torch.randn(128, 64, 3, 3, dtype=dtype, device=device).to(memory_format=torch.channels_last)
-        rates[f"conv_{name}"] = _rate(lambda: F.conv2d(x, w, padding=1), 2 * 256 * 128 * 64 * 9 * 32 * 32,
-                                      seconds, device) / 1e9
+        rates[f"matmul_{name}"] = _rate(functools.partial(_matmul, dtype, device), lambda n: 2 * n ** 3, sides,
+                                        seconds, device) / 1e9
+        rates[f"conv_{name}"] = _rate(functools.partial(_conv, dtype, device), lambda b: 2 * b * 128 * 64 * 9 * 32 * 32,
+                                      (16, 64, 256), seconds, device) / 1e9
     return rates
+
+
+def _matmul(dtype: torch.dtype, device: str, n: int) -> Callable[[], torch.Tensor]:
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+    return lambda: a @ b
+
+
+def _conv(dtype: torch.dtype, device: str, batch: int) -> Callable[[], torch.Tensor]:
+    x = torch.randn(batch, 64, 32, 32, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+    w = torch.randn(128, 64, 3, 3, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+    return lambda: F.conv2d(x, w, padding=1)
 
 
 def record(seconds: float = 0.5) -> dict[str, Any]:
@@ -187,7 +211,7 @@ def record(seconds: float = 0.5) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """describe() and the measured peak, for a benchmark's first line."""
-    rates = record["peak_gflops"]
-    return (f"{describe(record)}; measured peak GFLOP/s: matmul {rates['matmul_float32']:,.0f} float32, "
-            f"{rates['matmul_bf16']:,.0f} bf16; conv {rates['conv_float32']:,.0f} float32, {rates['conv_bf16']:,.0f} "
-            f"bf16 (torch {record['torch']}, {record['date']})")
+    rate = {key: f"{value:,.0f}" if value >= 10 else f"{value:.2g}" for key, value in record["peak_gflops"].items()}
+    return (f"{describe(record)}; measured peak GFLOP/s: matmul {rate['matmul_float32']} float32, {rate['matmul_bf16']} "
+            f"bf16; conv {rate['conv_float32']} float32, {rate['conv_bf16']} bf16 (torch {record['torch']}, "
+            f"{record['date']})")
