@@ -2,10 +2,12 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import FIXTURES
+from litvision import UserError
 from litvision.augment import random_crop, random_flip
 from litvision.datamodule import ImageDataModule
 from litvision.decoding import load
@@ -48,3 +50,29 @@ def test_datamodule_augments_training_batches_only():
     augmented, labels = dm.on_after_batch_transfer(batch, 0)
     assert augmented.dtype == torch.uint8 and augmented.shape == plain.shape
     assert torch.equal(labels, dm.test_set.labels) and not torch.equal(augmented, plain)
+
+
+def test_alternate_flip_mirrors_each_image_every_other_epoch_from_a_random_half():
+    dm = ImageDataModule("image_folder", str(FIXTURES / "cifar10-jpeg"), batch_size=16, val_size=0, flip="alternate",
+                         mean=[0.5], std=[0.5])
+    dm.setup()
+    torch.manual_seed(0)
+    seen = []  # per epoch: row -> was the image mirrored
+    for epoch in range(3):
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch)
+        flipped = {}
+        for batch in dm.train_dataloader():  # the loader's own batches: shuffled, with their rows
+            images, _ = dm.on_after_batch_transfer(batch, 0)
+            for image, row in zip(images, batch[2].tolist()):
+                original = dm.train_set.images[row]
+                assert torch.equal(image, original) or torch.equal(image, original.flip(-1))
+                flipped[row] = not torch.equal(image, original)
+        seen.append(flipped)
+    rows = sorted(seen[0])
+    assert len(rows) == len(dm.train_set) and 0.3 < sum(seen[0].values()) / len(rows) < 0.7
+    assert all(seen[1][r] != seen[0][r] and seen[2][r] == seen[0][r] for r in rows)
+
+
+def test_flip_accepts_only_true_false_or_alternate():
+    with pytest.raises(UserError, match="data.flip='sometimes'.*alternate"):
+        ImageDataModule("image_folder", str(FIXTURES / "cifar10-jpeg"), flip="sometimes")

@@ -109,19 +109,21 @@ def test_the_lightning_module_is_its_own_config_node_holding_network_optimizer_a
     assert all(type(value) in (dict, list) for value in (hp.net, hp.optimizer, hp.scheduler, hp.mean))  # plain data
 
 
-@pytest.mark.parametrize(("precision", "widths", "epochs", "batch", "lr", "least"),
-                         [("bf16-mixed", [64, 256, 256], (5, 14), 1024, 1.5, (5, 10)),
-                          ("32-true", [32, 128, 128], (10, 30), 256, 0.375, (1, 1))])
+@pytest.mark.parametrize(("precision", "widths", "epochs", "batch", "lr", "least", "flip", "muon_lr"),
+                         [("bf16-mixed", ([64, 256, 256],) * 2, (5, 14), 1024, 1.5, (5, 10), True, None),
+                          ("32-true", ([32, 128, 128], [48, 192, 192]), (10, 30), 256, 0.375, (1, 5), "alternate",
+                           0.1)])
 def test_the_rungs_are_airbench_sized_to_the_precision_and_the_time(cfg_factory, precision, widths, epochs, batch, lr,
-                                                                    least):
+                                                                    least, flip, muon_lr):
     """With AMX (bf16) the full network where it trains enough epochs in the time, else half its widths; without it
-    (float32) half its widths in batches of 256 at the same lr per image; the epochs fitted to each rung's time."""
+    (float32) half its widths in batches of 256 at the same lr per image, and for 15 minutes three quarters with Muon
+    and the alternating flip (in bf16 Muon without muon_lr: SGD's steps); the epochs fitted to each rung's time."""
     airbench, five, fifteen = (OmegaConf.to_container(cfg_factory(f"experiment={name}", f"trainer.precision={precision}"),
                                                       resolve=True)
                                for name in ("cifar10_airbench", "cifar10_ladder_5min", "cifar10_ladder_15min"))
     half = {"model.widths": [32, 128, 128], "data.batch_size": 256, "optimizer.lr": 0.375}
-    for cfg, minutes, most, fewest in zip((five, fifteen), (5, 15), epochs, least):
-        assert cfg["model"].pop("widths") == widths and cfg["classifier"]["net"].pop("widths") == widths
+    for cfg, minutes, width, most, fewest in zip((five, fifteen), (5, 15), widths, epochs, least):
+        assert cfg["model"].pop("widths") == width and cfg["classifier"]["net"].pop("widths") == width
         assert (cfg["data"].pop("batch_size"), cfg["optimizer"].pop("lr"), cfg["trainer"].pop("max_epochs")) == (
             batch, lr, most)
         cfg["classifier"]["optimizer"].pop("lr")
@@ -129,9 +131,15 @@ def test_the_rungs_are_airbench_sized_to_the_precision_and_the_time(cfg_factory,
         first, second = cfg.pop("time_choices")
         assert first == {"least_epochs": fewest}
         assert second["set"] == half | {"trainer.max_epochs": {5: 10, 15: 30}[minutes]}
+    assert fifteen["data"].pop("flip") == flip and five["data"].pop("flip") is True
+    muon = {"_target_": "litvision.muon.Muon", "muon_lr": muon_lr, "muon_momentum": 0.6, "ns_steps": 3}
+    for node in (fifteen["optimizer"], fifteen["classifier"]["optimizer"]):
+        assert {key: node.pop(key) for key in muon} == muon
+        node["_target_"] = "torch.optim.SGD"
     assert airbench["classifier"]["optimizer"].pop("lr") == airbench["optimizer"].pop("lr") == 1.5
     assert airbench["data"].pop("batch_size") == 1024 and airbench.pop("tune") is None
     assert airbench.pop("time_choices") is None and airbench["trainer"].pop("max_time") is None
+    airbench["data"].pop("flip")
     for cfg in (airbench, five, fifteen):
         cfg["paths"] = cfg["paths"] | {"output_dir": ""}
         cfg["trainer"].pop("max_epochs", None)

@@ -334,3 +334,24 @@ def test_muon_orthogonalizes_the_filters_step_and_is_sgd_for_the_rest():
     assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 30
     singular = torch.linalg.svdvals(orthogonalized(g, 5))
     assert singular.max() < 1.5 and singular.max() / singular.min() < 3
+
+
+def test_muon_without_muon_lr_takes_torch_sgds_very_steps():
+    from litvision.muon import Muon
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(4)) for _ in "ab"]
+    x = torch.randn(6, 3, 8, 8)
+    for net in nets:
+        net(x)
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0][0].weight.detach().clone()
+    optimizers = [Muon(nets[0].parameters(), lr=0.1, momentum=0.85, weight_decay=5e-3, muon_lr=None),
+                  torch.optim.SGD(nets[1].parameters(), lr=0.1, momentum=0.85, nesterov=True, weight_decay=5e-3)]
+    for _ in range(4):
+        for net, optimizer in zip(nets, optimizers):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+    assert not torch.equal(nets[0][0].weight, start)  # the filters trained

@@ -110,3 +110,9 @@ def test_ddp_processes_each_stream_their_own_share(chunks, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["evaluated_images"] == 100
     noise = ("disabled the `drop_last` option", "`IterableDataset` has `__len__` defined")  # said, not applying
     assert not [text for text in noise if text in done.stdout + done.stderr]
+
+
+def test_the_alternating_flip_asks_for_random_flips_on_streamed_data(chunks, tmp_path):
+    with pytest.raises(UserError, match="data.flip=alternate .* use data.flip=true with data=streaming"):
+        train(make_cfg(tmp_path / "run", "data=streaming", f"data.input_dir={chunks}", "data.flip=alternate",
+                       data_dir=tmp_path))

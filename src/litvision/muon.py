@@ -12,13 +12,14 @@ class Muon(torch.optim.Optimizer):
     which take Muon's step: their momentum (muon_momentum) orthogonalized by a Newton-Schulz iteration, at
     muon_lr / lr times their group's lr (so a schedule moves both), each filter bank's norm held at
     sqrt(out_channels) instead of decayed. One optimizer, so the model's parameter groups and Lightning's single
-    optimizer loop stay as they are."""
+    optimizer loop stay as they are. muon_lr=None: the filters take the SGD step too, the very steps of
+    torch.optim.SGD (a config can then pick Muon or SGD with one value, e.g. by precision)."""
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.85, nesterov: bool = True,
-                 weight_decay: float = 0.0, muon_lr: float = 0.24, muon_momentum: float = 0.6,
+                 weight_decay: float = 0.0, muon_lr: float | None = 0.24, muon_momentum: float = 0.6,
                  ns_steps: int = 3) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      muon_ratio=muon_lr / lr, muon_momentum=muon_momentum, ns_steps=ns_steps))
+                                      muon_ratio=None if muon_lr is None else muon_lr / lr, muon_momentum=muon_momentum, ns_steps=ns_steps))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -30,7 +31,7 @@ class Muon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                filters = p.ndim == 4
+                filters = p.ndim == 4 and group["muon_ratio"] is not None
                 grad = p.grad if filters or not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
                 momentum = group["muon_momentum" if filters else "momentum"]
                 buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))

@@ -139,7 +139,7 @@ class StreamingDataModule(ImageBatches):
 
     def __init__(self, input_dir: str, batch_size: int = 64, num_workers: int = 2, seed: int = 0,
                  cache_dir: str | None = None, max_cache_size: str = "50GB", crop_padding: int = 0,
-                 flip: bool = False, augment: str = "none", augment_options: dict[str, Any] | None = None,
+                 flip: bool | str = False, augment: str = "none", augment_options: dict[str, Any] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  class_names: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -154,6 +154,9 @@ class StreamingDataModule(ImageBatches):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
         self.set_augmentation(crop_padding, flip, augment, augment_options)
+        if flip == "alternate":
+            raise UserError("data.flip=alternate follows each image from epoch to epoch by its row, which streamed "
+                            "chunks do not give: use data.flip=true with data=streaming")
         self.mean, self.std = mean, std
         self.class_names = list(class_names) if class_names is not None else None
         self.index: dict[str, Any] | None = None
