@@ -61,9 +61,11 @@ def test_alternate_flip_mirrors_each_image_every_other_epoch_from_a_random_half(
     for epoch in range(3):
         dm.trainer = SimpleNamespace(training=True, current_epoch=epoch)
         flipped = {}
-        for batch in dm.train_dataloader():  # the loader's own batches: shuffled, with their rows
+        loader = dm.train_dataloader()
+        for indices in loader.batch_sampler:  # the loader's own batches, shuffled, each with its images' rows
+            batch = loader.collate_fn(loader.dataset.__getitems__(indices))
             images, _ = dm.on_after_batch_transfer(batch, 0)
-            for image, row in zip(images, batch[2].tolist()):
+            for image, row in zip(images, dm.train_set.index[indices].tolist()):
                 original = dm.train_set.images[row]
                 assert torch.equal(image, original) or torch.equal(image, original.flip(-1))
                 flipped[row] = not torch.equal(image, original)

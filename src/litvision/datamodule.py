@@ -21,13 +21,13 @@ class TensorImages(torch.utils.data.Dataset):
     """A split held in memory: rows `index` of image and label tensors that splits share (no copy). Indexing
     takes an int, a slice or a tensor of positions, so the DataLoader fetches a batch with one indexing op
     (`__getitems__`) instead of collating samples one by one; a DataLoader still drives it, so Lightning can put
-    a DistributedSampler in front of it. With with_rows, a batch also holds its images' rows of `images`: which
-    image each is, whatever the epoch's order (what data.flip=alternate follows)."""
+    a DistributedSampler in front of it. With first_flips (one per row of `images`, data.flip=alternate), a batch
+    also holds its images' own, whatever the epoch's order."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> None:
         self.images, self.labels = images, labels
         self.index = torch.arange(len(labels)) if index is None else index
-        self.with_rows = False
+        self.first_flips: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -38,7 +38,9 @@ class TensorImages(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, ...]:
         indices = torch.as_tensor(indices)
-        return (*self[indices], self.index[indices]) if self.with_rows else self[indices]
+        if self.first_flips is None:
+            return self[indices]
+        return *self[indices], self.first_flips[self.index[indices]]
 
 
 class TensorBatchSampler(torch.utils.data.BatchSampler):
@@ -91,7 +93,6 @@ class ImageBatches(L.LightningDataModule):
         _require(flip in (True, False, "alternate"), "data.flip", flip,
                  "true (random flips), alternate (each image mirrored every other epoch) or false")
         self.crop_padding, self.flip = crop_padding, flip
-        self._first_flips: torch.Tensor | None = None
         self.augment_recipe, self._augmentation = recipe(augment, augment_options), None
         BatchAugmentation(self.augment_recipe, (32, 32), 2)
 
@@ -111,17 +112,14 @@ class ImageBatches(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         """Augmentation of training batches, on the device the batch is on. They stay uint8, but for mixup and
-        cutmix: float images in [0, 1] and labels as class probabilities. data.flip=alternate: the batch holds its
-        images' rows (TensorImages.with_rows), each image's first flip drawn once from the run's seed."""
-        images, labels, *rows = batch
+        cutmix: float images in [0, 1] and labels as class probabilities. data.flip=alternate: the batch also holds
+        each image's flip of epoch 0 (TensorImages.first_flips)."""
+        images, labels, *first_flips = batch
         if self.trainer is not None and self.trainer.training:
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding)
             if self.flip == "alternate":
-                if self._first_flips is None:
-                    draw = torch.Generator().manual_seed(torch.initial_seed())
-                    self._first_flips = torch.rand(len(self.train_set.images), generator=draw).lt(0.5).to(images.device)
-                images = alternating_flip(images, self._first_flips[rows[0]], self.trainer.current_epoch)
+                images = alternating_flip(images, first_flips[0], self.trainer.current_epoch)
             elif self.flip:
                 images = random_flip(images)
             if self.augment_recipe:
@@ -146,8 +144,8 @@ class ImageDataModule(ImageBatches):
     bad_images_file: where their list is written. cache_dir: where decoded tensors are kept between runs.
     subset: which of a dataset's variants (EMNIST: balanced, byclass, bymerge, digits, letters, mnist).
     crop_padding, flip: training-batch augmentation, a random crop after zero-padding each side by that many pixels
-    and a random horizontal flip (0 and False: none, as in the tutorials; "alternate": airbench's alternating flip). augment: a recipe of litvision.augment's
-    PRESETS after them, augment_options: per transform, its options over the preset's (null drops it).
+    and a random horizontal flip (0 and False: none, as in the tutorials; "alternate": airbench's alternating
+    flip). augment: a recipe of litvision.augment's PRESETS after them, augment_options: per transform, its options over the preset's (null drops it).
     """
 
     def __init__(
@@ -233,7 +231,9 @@ class ImageDataModule(ImageBatches):
             raise UserError(f"data.class_names has {len(self.class_names)} names but {self.root} has "
                             f"{len(data.classes)} classes ({data.classes}): fix the list or set it to null")
         self.train_set, self.val_set = self._train_and_val(data)
-        self.train_set.with_rows = self.flip == "alternate"
+        if self.flip == "alternate":  # drawn from the run's seed, without moving torch's own draws
+            draw = torch.Generator().manual_seed(torch.initial_seed())
+            self.train_set.first_flips = torch.rand(len(data.train.images), generator=draw) < 0.5
         self.test_set = TensorImages(data.test.images, data.test.labels)
         channels = data.train.images.shape[1]
         if self.mean is None or self.std is None:

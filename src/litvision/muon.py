@@ -18,8 +18,9 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.85, nesterov: bool = True,
                  weight_decay: float = 0.0, muon_lr: float | None = 0.24, muon_momentum: float = 0.6,
                  ns_steps: int = 3) -> None:
+        ratio = None if muon_lr is None else muon_lr / lr
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      muon_ratio=None if muon_lr is None else muon_lr / lr, muon_momentum=muon_momentum, ns_steps=ns_steps))
+                                      muon_ratio=ratio, muon_momentum=muon_momentum, ns_steps=ns_steps))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
